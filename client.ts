@@ -1,0 +1,186 @@
+/**
+ * One connected chat socket: it reads frames, enforces the per-connection
+ * limits (size, binary, rate), turns valid frames into hub calls, and cleans
+ * up exactly once however the socket ends. Writing is the hub's job; the
+ * client only owns the socket's lifecycle.
+ *
+ * @module
+ */
+
+import type { Hub, Member, Room } from "./hub.ts";
+import type { Logger } from "./log.ts";
+import type { EvictionReason, Metrics } from "./metrics.ts";
+import {
+  exceedsBytes,
+  normalizePlain,
+  parseClientMessage,
+} from "./protocol.ts";
+
+/** The close reason Deno's built-in idle timeout uses after a missing pong. */
+const IDLE_CLOSE_REASON = "No response from ping frame.";
+
+/** Per-connection limits. */
+export interface ClientLimits {
+  /** Largest incoming message, UTF-8 bytes. */
+  maxMessageBytes: number;
+  /** Messages per second; 0 is unlimited. */
+  rateLimit: number;
+  /** Token bucket size. */
+  rateBurst: number;
+}
+
+/** What a client needs from the instance that accepted it. */
+export interface ClientContext {
+  hub: Hub;
+  metrics: Metrics;
+  logger: Logger;
+  limits: ClientLimits;
+}
+
+let nextId = 1;
+
+/** A chat connection: a hub {@link Member} bound to a socket's events. */
+export class Client implements Member {
+  readonly id = nextId++;
+  readonly socket: WebSocket;
+  readonly json: boolean;
+  name: string;
+  room: Room | null = null;
+  outbox: string[] | null = null;
+
+  readonly #ctx: ClientContext;
+  #tokens: number;
+  #refilledAt = 0;
+  /** Messages refused since the last accepted one. */
+  #refused = 0;
+  #evicted = false;
+  #closed = false;
+
+  /**
+   * Binds to `socket` and joins `room` once the socket opens.
+   *
+   * @param name requested display name (may get a suffix in the room)
+   * @param since last seq the client saw, for reconnects
+   */
+  constructor(
+    socket: WebSocket,
+    json: boolean,
+    name: string,
+    room: string,
+    since: number | undefined,
+    ctx: ClientContext,
+  ) {
+    this.socket = socket;
+    this.json = json;
+    this.name = name;
+    this.#ctx = ctx;
+    this.#tokens = ctx.limits.rateBurst;
+    socket.onopen = () => ctx.hub.join(this, room, since);
+    socket.onmessage = (ev) => this.#onMessage(ev.data);
+    // Deno follows every error event with a close event, where cleanup is.
+    socket.onerror = () => {};
+    socket.onclose = (ev) => this.#onClose(ev.code, ev.reason);
+  }
+
+  /** Called by the hub after it removed this client against its will. */
+  evicted(reason: EvictionReason, code: number, text: string): void {
+    if (this.#evicted || this.#closed) return;
+    this.#evicted = true;
+    this.#ctx.metrics.evictedUnclosed++;
+    this.#ctx.logger.log("warn", "client evicted", {
+      client: this.id,
+      reason,
+      code,
+    });
+    // May never complete against a peer that stopped reading
+    // (denoland/deno#27924): the close frame queues behind unsent data.
+    // Nothing else references this client, so what stays pinned is the
+    // socket's own buffer, bounded by --max-buffered-bytes plus one frame.
+    this.socket.close(code, text);
+  }
+
+  #onMessage(data: unknown): void {
+    if (this.#evicted || !this.room) return;
+    const { hub, limits } = this.#ctx;
+    if (typeof data !== "string") {
+      this.#closeNow(1003, "binary frames are not accepted");
+      return;
+    }
+    if (exceedsBytes(data, limits.maxMessageBytes)) {
+      this.#closeNow(1009, "message too big");
+      return;
+    }
+    if (!this.json) {
+      const text = normalizePlain(data);
+      if (text !== "" && this.#allow()) hub.publish(this, text);
+      return;
+    }
+    const msg = parseClientMessage(data);
+    switch (msg.type) {
+      case "error":
+        hub.sendError(this, msg.code, msg.message);
+        return;
+      case "message":
+        if (this.#allow()) hub.publish(this, msg.text);
+        return;
+      case "nick":
+        hub.rename(this, msg.name);
+        return;
+      case "who":
+        hub.who(this);
+        return;
+    }
+  }
+
+  /**
+   * Token bucket. The first refused message is answered with an error; a
+   * client that goes on flooding past another burst is closed with 1008.
+   */
+  #allow(): boolean {
+    const { rateLimit, rateBurst } = this.#ctx.limits;
+    if (rateLimit === 0) return true;
+    const now = performance.now();
+    this.#tokens = Math.min(
+      rateBurst,
+      this.#tokens + (now - this.#refilledAt) * rateLimit / 1000,
+    );
+    this.#refilledAt = now;
+    if (this.#tokens >= 1) {
+      this.#tokens -= 1;
+      this.#refused = 0;
+      return true;
+    }
+    const { hub, metrics } = this.#ctx;
+    metrics.rateLimited++;
+    this.#refused++;
+    if (this.#refused === 1) {
+      hub.sendError(
+        this,
+        "rate_limited",
+        `slow down: at most ${rateLimit} messages/s; messages are being dropped`,
+      );
+    } else if (this.#refused > rateBurst) {
+      hub.evict(this, "rate_limit", 1008, "rate limit exceeded");
+    }
+    return false;
+  }
+
+  /** Leaves the hub and closes; for protocol violations by the peer. */
+  #closeNow(code: number, reason: string): void {
+    this.#ctx.hub.leave(this);
+    this.socket.close(code, reason);
+  }
+
+  /** Deno may dispatch close more than once; only the first one counts. */
+  #onClose(code: number, reason: string): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    const { hub, metrics, logger } = this.#ctx;
+    if (this.#evicted) metrics.evictedUnclosed--;
+    else if (code === 1001 && reason === IDLE_CLOSE_REASON && this.room) {
+      metrics.evicted("idle_timeout");
+      logger.log("info", "client timed out", { client: this.id });
+    }
+    hub.leave(this);
+  }
+}

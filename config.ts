@@ -1,0 +1,262 @@
+/**
+ * Command-line and environment settings: one table of flags, each with its
+ * environment twin, default and help text, parsed once into a typed
+ * {@link Config}. Both `main.ts` and `--help` read the same table, so a flag
+ * cannot exist without documentation or an environment variable.
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+
+/** How log lines are written. */
+export type LogFormat = "text" | "json";
+
+/** Every setting of a hubbub process, after validation. */
+export interface Config {
+  /** TCP port to listen on; 0 picks a free one. */
+  port: number;
+  /** Interface to listen on. */
+  hostname: string;
+  /** Largest chat message a client may send, in bytes (UTF-8). */
+  maxMessageBytes: number;
+  /** Unsent bytes a client may have queued before it is evicted. */
+  maxBufferedBytes: number;
+  /** Largest frame the `/echo` socket accepts, in bytes. */
+  maxEchoBytes: number;
+  /** Seconds without any frame (pong included) before a peer is dropped; 0 turns it off. */
+  idleTimeout: number;
+  /** Messages per second each connection may send; 0 turns the limit off. */
+  rateLimit: number;
+  /** Messages a connection may send in one burst above the rate. */
+  rateBurst: number;
+  /** Open sockets beyond which new upgrades get 503. */
+  maxConnections: number;
+  /** Messages each room keeps for joins and reconnects. */
+  history: number;
+  /** Extra origins allowed to open sockets, or `*` for any. */
+  allowOrigin: string[] | "*";
+  /** Log line format. */
+  logFormat: LogFormat;
+  /** Seconds a graceful shutdown may take before the process exits anyway. */
+  shutdownTimeout: number;
+}
+
+type Kind = "int" | "number" | "string" | "origins" | "logformat";
+
+interface FlagSpec {
+  key: keyof Config;
+  kind: Kind;
+  default: string;
+  help: string;
+}
+
+/** The flag table; order is the order of `--help`. */
+const FLAGS: Record<string, FlagSpec> = {
+  "port": {
+    key: "port",
+    kind: "int",
+    default: "8080",
+    help: "TCP port (0 picks a free one)",
+  },
+  "hostname": {
+    key: "hostname",
+    kind: "string",
+    default: "0.0.0.0",
+    help: "interface to listen on",
+  },
+  "max-message-bytes": {
+    key: "maxMessageBytes",
+    kind: "int",
+    default: "16384",
+    help: "largest incoming chat message; larger closes 1009",
+  },
+  "max-buffered-bytes": {
+    key: "maxBufferedBytes",
+    kind: "int",
+    default: "1048576",
+    help: "unsent bytes per client before it is evicted (1008)",
+  },
+  "max-echo-bytes": {
+    key: "maxEchoBytes",
+    kind: "int",
+    default: "1048576",
+    help: "largest frame on /echo; larger closes 1009",
+  },
+  "idle-timeout": {
+    key: "idleTimeout",
+    kind: "number",
+    default: "60",
+    help: "seconds without a pong before a peer is dropped (0 = off)",
+  },
+  "rate-limit": {
+    key: "rateLimit",
+    kind: "number",
+    default: "20",
+    help: "messages/s per connection (0 = off)",
+  },
+  "rate-burst": {
+    key: "rateBurst",
+    kind: "int",
+    default: "40",
+    help: "messages a connection may send at once above the rate",
+  },
+  "max-connections": {
+    key: "maxConnections",
+    kind: "int",
+    default: "10000",
+    help: "open sockets beyond which upgrades get 503",
+  },
+  "history": {
+    key: "history",
+    kind: "int",
+    default: "100",
+    help: "messages kept per room for joins and reconnects",
+  },
+  "allow-origin": {
+    key: "allowOrigin",
+    kind: "origins",
+    default: "",
+    help: "extra browser origins, comma-separated, or *",
+  },
+  "log-format": {
+    key: "logFormat",
+    kind: "logformat",
+    default: "text",
+    help: "log line format: text or json",
+  },
+  "shutdown-timeout": {
+    key: "shutdownTimeout",
+    kind: "number",
+    default: "5",
+    help: "seconds a graceful shutdown may take",
+  },
+};
+
+/** `--port` → `HUBBUB_PORT`. */
+export function envName(flag: string): string {
+  return "HUBBUB_" + flag.toUpperCase().replaceAll("-", "_");
+}
+
+/** A flag or environment value that cannot be used; the message is one line. */
+export class ConfigError extends Error {
+  override name = "ConfigError";
+}
+
+/** What the command line asked for. */
+export type ParseResult =
+  | { kind: "run"; config: Config }
+  | { kind: "help"; text: string };
+
+/**
+ * Parses flags over environment variables over defaults. A leading `--` (as
+ * left by `deno task start -- --port 9000`) is ignored.
+ *
+ * @throws {ConfigError} on an unknown flag, a missing or malformed value.
+ */
+export function parseConfig(
+  args: string[],
+  env: (name: string) => string | undefined,
+): ParseResult {
+  const argv = args[0] === "--" ? args.slice(1) : args;
+  const options: Record<string, { type: "string" | "boolean" }> = {
+    help: { type: "boolean" },
+  };
+  for (const flag of Object.keys(FLAGS)) options[flag] = { type: "string" };
+  let values: Record<string, string | boolean | undefined>;
+  try {
+    ({ values } = parseArgs({
+      args: argv,
+      options,
+      strict: true,
+      allowPositionals: false,
+    }));
+  } catch (err) {
+    throw new ConfigError(err instanceof Error ? err.message : String(err));
+  }
+  if (values.help) return { kind: "help", text: helpText() };
+
+  const config: Record<string, unknown> = {};
+  for (const [flag, spec] of Object.entries(FLAGS)) {
+    const given = values[flag];
+    const fromFlag = typeof given === "string";
+    const raw = fromFlag ? given : env(envName(flag)) ?? spec.default;
+    const source = fromFlag ? `--${flag}` : envName(flag);
+    config[spec.key] = convert(spec.kind, raw, source);
+  }
+  return { kind: "run", config: config as unknown as Config };
+}
+
+function convert(kind: Kind, raw: string, source: string): unknown {
+  switch (kind) {
+    case "int": {
+      const n = Number(raw);
+      if (raw.trim() === "" || !Number.isSafeInteger(n) || n < 0) {
+        throw new ConfigError(
+          `${source}: expected a whole number >= 0, got "${raw}"`,
+        );
+      }
+      return n;
+    }
+    case "number": {
+      const n = Number(raw);
+      if (raw.trim() === "" || !Number.isFinite(n) || n < 0) {
+        throw new ConfigError(
+          `${source}: expected a number >= 0, got "${raw}"`,
+        );
+      }
+      return n;
+    }
+    case "string":
+      if (raw === "") throw new ConfigError(`${source}: must not be empty`);
+      return raw;
+    case "origins":
+      return parseOrigins(raw, source);
+    case "logformat":
+      if (raw !== "text" && raw !== "json") {
+        throw new ConfigError(`${source}: expected text or json, got "${raw}"`);
+      }
+      return raw;
+  }
+}
+
+/**
+ * Parses an `--allow-origin` list into normalised origins (`scheme://host[:port]`).
+ *
+ * @throws {ConfigError} when an entry is not an origin.
+ */
+export function parseOrigins(raw: string, source: string): string[] | "*" {
+  const items = raw.split(",").map((s) => s.trim()).filter((s) => s !== "");
+  if (items.includes("*")) return "*";
+  return items.map((item) => {
+    let url: URL;
+    try {
+      url = new URL(item);
+    } catch {
+      throw new ConfigError(`${source}: "${item}" is not an origin`);
+    }
+    if (url.origin === "null") {
+      throw new ConfigError(`${source}: "${item}" is not an origin`);
+    }
+    return url.origin;
+  });
+}
+
+/** The `--help` text: every flag, its environment twin and default. */
+export function helpText(): string {
+  const lines = [
+    "hubbub: a real-time WebSocket chat server",
+    "",
+    "usage: hubbub [flags]",
+    "",
+    "flags (each also read from its environment variable):",
+  ];
+  for (const [flag, spec] of Object.entries(FLAGS)) {
+    const def = spec.default === "" ? "none" : spec.default;
+    lines.push(
+      `  --${flag.padEnd(20)} ${spec.help} (default ${def}; ${envName(flag)})`,
+    );
+  }
+  lines.push("  --help                 show this text");
+  return lines.join("\n");
+}

@@ -1,0 +1,70 @@
+/**
+ * The hubbub command line: parses settings, serves a {@link createHubbub}
+ * instance, and shuts it down cleanly on SIGINT or SIGTERM.
+ *
+ * @module
+ */
+
+import { ConfigError, parseConfig } from "./config.ts";
+import { createLogger } from "./log.ts";
+import { createHubbub } from "./mod.ts";
+
+/** Exit code for unusable flags, as with most Unix tools. */
+const EXIT_USAGE = 2;
+
+/** Reads an environment variable, treating one we may not read as unset. */
+function readEnv(name: string): string | undefined {
+  try {
+    return Deno.env.get(name);
+  } catch (err) {
+    if (err instanceof Deno.errors.NotCapable) return undefined;
+    throw err;
+  }
+}
+
+/** Runs the server until a signal stops it; resolves to the exit code. */
+export async function main(args: string[]): Promise<number> {
+  let parsed;
+  try {
+    parsed = parseConfig(args, readEnv);
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err;
+    console.error(`hubbub: ${err.message} (see --help)`);
+    return EXIT_USAGE;
+  }
+  if (parsed.kind === "help") {
+    console.log(parsed.text);
+    return 0;
+  }
+  const config = parsed.config;
+  const logger = createLogger(config.logFormat);
+  const hubbub = createHubbub({ ...config, logger });
+  const server = Deno.serve({
+    port: config.port,
+    hostname: config.hostname,
+    onListen({ hostname, port }) {
+      const host = hostname.includes(":") ? `[${hostname}]` : hostname;
+      console.log(`listening on http://${host}:${port}/`);
+      logger.log("info", "started", { hostname, port, pid: Deno.pid });
+    },
+  }, hubbub.handler);
+
+  const signal = await new Promise<Deno.Signal>((resolve) => {
+    for (const sig of ["SIGINT", "SIGTERM"] as const) {
+      Deno.addSignalListener(sig, () => resolve(sig));
+    }
+  });
+  logger.log("info", "stopping", { signal });
+  const timeoutMs = config.shutdownTimeout * 1000;
+  const deadline = setTimeout(() => {
+    logger.log("warn", "shutdown timed out; exiting", { timeoutMs });
+    Deno.exit(0);
+  }, timeoutMs);
+  await hubbub.close(timeoutMs);
+  await server.shutdown();
+  clearTimeout(deadline);
+  logger.log("info", "stopped");
+  return 0;
+}
+
+if (import.meta.main) Deno.exit(await main(Deno.args));

@@ -1,0 +1,141 @@
+/**
+ * Process-wide counters, rendered in the Prometheus text exposition format.
+ * Plain number fields rather than a metrics library: the hub bumps them on
+ * its hot path, once per room per turn, so they must cost an addition.
+ *
+ * @module
+ */
+
+/** Why a client was removed by the server rather than by its own choice. */
+export type EvictionReason = "slow_consumer" | "idle_timeout" | "rate_limit";
+
+/** The counters of one hubbub instance. */
+export class Metrics {
+  /** Open chat and echo sockets. */
+  connections = 0;
+  /** Chat messages accepted from clients. */
+  messagesReceived = 0;
+  /** Chat messages handed to members (one message to one member counts 1). */
+  messagesDelivered = 0;
+  /** WebSocket frames sent to chat members. */
+  framesOut = 0;
+  /** UTF-8 bytes of chat frames sent. */
+  bytesOut = 0;
+  /** Messages refused by the rate limit. */
+  rateLimited = 0;
+  /** Evicted sockets whose close has not completed (denoland/deno#27924). */
+  evictedUnclosed = 0;
+  /** Upgrades refused because of `--max-connections`. */
+  rejectedConnections = 0;
+  /** Evictions by reason. */
+  readonly evictions = new Map<EvictionReason, number>();
+  /** Socket closes by close code. */
+  readonly closes = new Map<number, number>();
+  readonly #started = performance.now();
+
+  /** Seconds since the instance was created. */
+  uptimeSeconds(): number {
+    return (performance.now() - this.#started) / 1000;
+  }
+
+  /** Counts one eviction. */
+  evicted(reason: EvictionReason): void {
+    this.evictions.set(reason, (this.evictions.get(reason) ?? 0) + 1);
+  }
+
+  /** Counts one closed socket. */
+  closed(code: number): void {
+    this.closes.set(code, (this.closes.get(code) ?? 0) + 1);
+  }
+
+  /** Prometheus text exposition; `gauges` come from the hub at scrape time. */
+  render(gauges: { rooms: number; historyMessages: number }): string {
+    const out: string[] = [];
+    const metric = (
+      name: string,
+      type: "counter" | "gauge",
+      help: string,
+      samples: [string, number][],
+    ) => {
+      out.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`);
+      for (const [labels, value] of samples) {
+        out.push(`${name}${labels} ${value}`);
+      }
+    };
+    metric("hubbub_connections", "gauge", "Open WebSocket connections.", [[
+      "",
+      this.connections,
+    ]]);
+    metric("hubbub_rooms", "gauge", "Rooms with at least one member.", [[
+      "",
+      gauges.rooms,
+    ]]);
+    metric(
+      "hubbub_messages_received_total",
+      "counter",
+      "Chat messages accepted from clients.",
+      [["", this.messagesReceived]],
+    );
+    metric(
+      "hubbub_messages_delivered_total",
+      "counter",
+      "Chat messages delivered (one message to one member counts 1).",
+      [["", this.messagesDelivered]],
+    );
+    metric("hubbub_frames_out_total", "counter", "Chat frames sent.", [[
+      "",
+      this.framesOut,
+    ]]);
+    metric("hubbub_bytes_out_total", "counter", "Bytes of chat frames sent.", [[
+      "",
+      this.bytesOut,
+    ]]);
+    metric(
+      "hubbub_evictions_total",
+      "counter",
+      "Clients removed by the server, by reason.",
+      (["slow_consumer", "idle_timeout", "rate_limit"] as const).map((r) => [
+        `{reason="${r}"}`,
+        this.evictions.get(r) ?? 0,
+      ]),
+    );
+    metric(
+      "hubbub_closes_total",
+      "counter",
+      "Closed sockets, by close code.",
+      [...this.closes].sort((a, b) => a[0] - b[0]).map(([code, n]) => [
+        `{code="${code}"}`,
+        n,
+      ]),
+    );
+    metric(
+      "hubbub_rate_limited_total",
+      "counter",
+      "Messages refused by the rate limit.",
+      [["", this.rateLimited]],
+    );
+    metric(
+      "hubbub_rejected_connections_total",
+      "counter",
+      "Upgrades refused with 503 by --max-connections.",
+      [["", this.rejectedConnections]],
+    );
+    metric(
+      "hubbub_evicted_unclosed_sockets",
+      "gauge",
+      "Evicted sockets still waiting for their close to complete.",
+      [["", this.evictedUnclosed]],
+    );
+    metric(
+      "hubbub_history_messages",
+      "gauge",
+      "Messages held in room history.",
+      [["", gauges.historyMessages]],
+    );
+    metric("hubbub_uptime_seconds", "gauge", "Seconds since start.", [[
+      "",
+      Math.round(this.uptimeSeconds() * 1000) / 1000,
+    ]]);
+    return out.join("\n") + "\n";
+  }
+}

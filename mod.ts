@@ -1,0 +1,311 @@
+/**
+ * The embeddable hubbub server: options in, a request handler and `close()`
+ * out. Mount the handler in any Deno app (a plain `Deno.serve`, Hono, Oak,
+ * Fresh); `main.ts` is only a command-line shell around it.
+ *
+ * @example Mount the chat under /chat of an existing app
+ * ```ts
+ * import { createHubbub } from "./mod.ts";
+ * const chat = createHubbub({ basePath: "/chat" });
+ * Deno.serve((req) =>
+ *   new URL(req.url).pathname.startsWith("/chat")
+ *     ? chat.handler(req)
+ *     : new Response("my app"),
+ * );
+ * ```
+ *
+ * @module
+ */
+
+import { Client, type ClientLimits } from "./client.ts";
+import { MemoryHistory } from "./history.ts";
+import { Hub } from "./hub.ts";
+import { type Logger, silentLogger } from "./log.ts";
+import { Metrics } from "./metrics.ts";
+import {
+  checkName,
+  DEFAULT_ROOM,
+  exceedsBytes,
+  isRoomName,
+  JSON_SUBPROTOCOL,
+} from "./protocol.ts";
+import page from "./static/home.html" with { type: "text" };
+
+/** Settings of an instance; every field has the command line's default. */
+export interface HubbubOptions {
+  /** Path prefix the handler is mounted under, e.g. `/chat`; default none. */
+  basePath?: string;
+  /** Largest incoming chat message in bytes; default 16 KiB. */
+  maxMessageBytes?: number;
+  /** Unsent bytes per client before eviction; default 1 MiB. */
+  maxBufferedBytes?: number;
+  /** Largest `/echo` frame in bytes; default 1 MiB. */
+  maxEchoBytes?: number;
+  /** Seconds without a pong before a peer is dropped, 0 = off; default 60. */
+  idleTimeout?: number;
+  /** Messages/s per connection, 0 = off; default 20. */
+  rateLimit?: number;
+  /** Burst above the rate; default 40. */
+  rateBurst?: number;
+  /** Open sockets beyond which upgrades get 503; default 10000. */
+  maxConnections?: number;
+  /** Messages kept per room; default 100. */
+  history?: number;
+  /** Extra allowed browser origins, or `*`; default none. */
+  allowOrigin?: string[] | "*";
+  /** Where log lines go; default nowhere. */
+  logger?: Logger;
+}
+
+/** A running hubbub instance. */
+export interface Hubbub {
+  /** Answers every request under `basePath`. */
+  handler: (req: Request) => Response;
+  /**
+   * Refuses new sockets, closes every open one with 1001 "server shutting
+   * down" and resolves once they are closed, or after `timeoutMs`.
+   */
+  close(timeoutMs?: number): Promise<void>;
+  /** The instance's counters. */
+  metrics: Metrics;
+}
+
+const HTML_HEADERS = { "content-type": "text/html; charset=utf-8" };
+const PAGE_BYTES = new TextEncoder().encode(page);
+const GOING_AWAY = 1001;
+
+/** Builds a hubbub instance. */
+export function createHubbub(options: HubbubOptions = {}): Hubbub {
+  const base = (options.basePath ?? "").replace(/\/+$/, "");
+  const maxEchoBytes = options.maxEchoBytes ?? 1 << 20;
+  const idleTimeout = options.idleTimeout ?? 60;
+  const maxConnections = options.maxConnections ?? 10000;
+  const allowOrigin = options.allowOrigin ?? [];
+  const logger = options.logger ?? silentLogger;
+  const metrics = new Metrics();
+  const history = new MemoryHistory(options.history ?? 100);
+  const maxBufferedBytes = options.maxBufferedBytes ?? 1 << 20;
+  const hub = new Hub({
+    maxBufferedBytes,
+    history,
+    metrics,
+    logger,
+  });
+  const limits: ClientLimits = {
+    maxMessageBytes: options.maxMessageBytes ?? 16 << 10,
+    rateLimit: options.rateLimit ?? 20,
+    rateBurst: options.rateBurst ?? 40,
+  };
+  const ctx = { hub, metrics, logger, limits };
+  /** Every open socket, chat and echo, for the connection cap and shutdown. */
+  const sockets = new Set<WebSocket>();
+  let closing = false;
+  let guestNumber = 0;
+
+  function track(socket: WebSocket): void {
+    metrics.connections++;
+    sockets.add(socket);
+    socket.addEventListener("close", (ev) => {
+      if (!sockets.delete(socket)) return;
+      metrics.connections--;
+      metrics.closed(ev.code);
+    });
+  }
+
+  /** The checks after request validation that every socket route shares. */
+  function refuseAccess(req: Request): Response | null {
+    if (!originAllowed(req, allowOrigin)) {
+      return text(403, "origin not allowed");
+    }
+    if (closing) return text(503, "server shutting down");
+    if (sockets.size >= maxConnections) {
+      metrics.rejectedConnections++;
+      return text(503, "too many connections");
+    }
+    return null;
+  }
+
+  function chat(req: Request, url: URL): Response {
+    const bad = upgradeProblem(req);
+    if (bad) return text(400, bad);
+    const room = url.searchParams.get("room") ?? DEFAULT_ROOM;
+    if (!isRoomName(room)) {
+      return text(400, "room must be 1-64 characters of A-Z a-z 0-9 _ . -");
+    }
+    const sinceRaw = url.searchParams.get("since");
+    const since = sinceRaw === null ? undefined : Number(sinceRaw);
+    if (since !== undefined && !(Number.isSafeInteger(since) && since >= 0)) {
+      return text(400, "since must be a whole number >= 0");
+    }
+    const refused = refuseAccess(req);
+    if (refused) return refused;
+    const json = offeredProtocols(req).includes(JSON_SUBPROTOCOL);
+    const { socket, response } = Deno.upgradeWebSocket(req, {
+      idleTimeout,
+      ...(json ? { protocol: JSON_SUBPROTOCOL } : {}),
+    });
+    track(socket);
+    const requested = checkName(url.searchParams.get("name") ?? "");
+    const name = "name" in requested
+      ? requested.name
+      : `guest-${++guestNumber}`;
+    new Client(socket, json, name, room, since, ctx);
+    return response;
+  }
+
+  function echo(req: Request): Response {
+    const bad = upgradeProblem(req);
+    if (bad) return text(400, bad);
+    const refused = refuseAccess(req);
+    if (refused) return refused;
+    const { socket, response } = Deno.upgradeWebSocket(req, { idleTimeout });
+    socket.binaryType = "arraybuffer";
+    track(socket);
+    socket.onmessage = (ev) => {
+      const data: string | ArrayBuffer = ev.data;
+      const tooBig = typeof data === "string"
+        ? exceedsBytes(data, maxEchoBytes)
+        : data.byteLength > maxEchoBytes;
+      if (tooBig) socket.close(1009, "message too big");
+      else if (socket.bufferedAmount > maxBufferedBytes) {
+        metrics.evicted("slow_consumer");
+        socket.close(1008, "slow consumer");
+      } else socket.send(data);
+    };
+    return response;
+  }
+
+  function handler(req: Request): Response {
+    const url = new URL(req.url);
+    if (!url.pathname.startsWith(base)) return text(404, "not found");
+    const path = url.pathname.slice(base.length);
+    switch (path) {
+      case "":
+        return new Response(null, {
+          status: 308,
+          headers: { location: base + "/" + url.search },
+        });
+      case "/":
+        return readOnly(
+          req,
+          () =>
+            new Response(req.method === "HEAD" ? null : PAGE_BYTES, {
+              headers: {
+                ...HTML_HEADERS,
+                "content-length": String(PAGE_BYTES.byteLength),
+              },
+            }),
+        );
+      case "/ws":
+        return chat(req, url);
+      case "/echo":
+        return echo(req);
+      case "/healthz":
+        return readOnly(req, () =>
+          Response.json({
+            status: closing ? "stopping" : "ok",
+            connections: metrics.connections,
+            rooms: hub.roomCount,
+            uptime: Math.round(metrics.uptimeSeconds() * 1000) / 1000,
+          }));
+      case "/metrics":
+        return readOnly(req, () =>
+          new Response(
+            metrics.render({
+              rooms: hub.roomCount,
+              historyMessages: history.size(),
+            }),
+            {
+              headers: {
+                "content-type": "text/plain; version=0.0.4; charset=utf-8",
+              },
+            },
+          ));
+      default:
+        return text(404, "not found");
+    }
+  }
+
+  async function close(timeoutMs = 5000): Promise<void> {
+    closing = true;
+    const open = [...sockets];
+    for (const socket of open) {
+      if (socket.readyState === WebSocket.OPEN) {
+        socket.close(GOING_AWAY, "server shutting down");
+      }
+    }
+    for (const member of hub.members()) hub.leave(member);
+    hub.stop();
+    const deadline = Date.now() + timeoutMs;
+    while (sockets.size > 0 && Date.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    if (sockets.size > 0) {
+      logger.log("warn", "sockets still open at shutdown", {
+        open: sockets.size,
+      });
+    }
+  }
+
+  return { handler, close, metrics };
+}
+
+function text(status: number, body: string): Response {
+  return new Response(body + "\n", {
+    status,
+    headers: { "content-type": "text/plain; charset=utf-8" },
+  });
+}
+
+/** GET and HEAD only; anything else is 405 with the `Allow` header. */
+function readOnly(req: Request, answer: () => Response): Response {
+  if (req.method === "GET") return answer();
+  if (req.method === "HEAD") {
+    const res = answer();
+    return new Response(null, { status: res.status, headers: res.headers });
+  }
+  return new Response("method not allowed\n", {
+    status: 405,
+    headers: { allow: "GET, HEAD", "content-type": "text/plain" },
+  });
+}
+
+/** Why `req` is not a WebSocket upgrade, or null when it is one. */
+function upgradeProblem(req: Request): string | null {
+  if (req.method !== "GET") return "WebSocket upgrade needs GET";
+  const upgrade = req.headers.get("upgrade")?.toLowerCase();
+  if (upgrade !== "websocket") return "expected a WebSocket upgrade request";
+  const connection = req.headers.get("connection")?.toLowerCase() ?? "";
+  if (!connection.split(",").some((t) => t.trim() === "upgrade")) {
+    return "Connection header must include Upgrade";
+  }
+  if (req.headers.get("sec-websocket-version") !== "13") {
+    return "Sec-WebSocket-Version must be 13";
+  }
+  if (!req.headers.get("sec-websocket-key")) {
+    return "missing Sec-WebSocket-Key";
+  }
+  return null;
+}
+
+function offeredProtocols(req: Request): string[] {
+  return (req.headers.get("sec-websocket-protocol") ?? "")
+    .split(",").map((p) => p.trim()).filter((p) => p !== "");
+}
+
+/**
+ * Browsers send Origin; it must be the server's own (host equals Host) or
+ * listed. Clients without Origin are not browsers and are accepted.
+ */
+function originAllowed(req: Request, allowed: string[] | "*"): boolean {
+  const origin = req.headers.get("origin");
+  if (origin === null || allowed === "*") return true;
+  let parsed: URL;
+  try {
+    parsed = new URL(origin);
+  } catch {
+    return false;
+  }
+  if (parsed.host === req.headers.get("host")) return true;
+  return allowed.includes(parsed.origin);
+}

@@ -1,0 +1,302 @@
+/**
+ * Test helpers: real servers on free ports (in-process or as a subprocess of
+ * `main.ts`), real WebSocket clients with bounded waits, and a raw TCP peer
+ * for misbehaving clients that a WebSocket object cannot imitate.
+ *
+ * @module
+ */
+
+import { createHubbub, type Hubbub, type HubbubOptions } from "../mod.ts";
+
+/** How long any single wait in a test may take before it fails. */
+export const WAIT_MS = 10_000;
+
+/** Rejects after `ms` with a message naming what was awaited. */
+export function within<T>(
+  promise: Promise<T>,
+  what: string,
+  ms = WAIT_MS,
+): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(
+      () => reject(new Error(`timed out after ${ms} ms: ${what}`)),
+      ms,
+    );
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
+/** Polls `check` until it holds, failing after `ms`. */
+export async function until(
+  check: () => boolean | Promise<boolean>,
+  what: string,
+  ms = WAIT_MS,
+): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`timed out: ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+/** An in-process server on a free loopback port. */
+export interface TestServer {
+  /** `http://127.0.0.1:PORT` (no trailing slash). */
+  http: string;
+  /** `ws://127.0.0.1:PORT` (no trailing slash). */
+  ws: string;
+  port: number;
+  hubbub: Hubbub;
+  close(): Promise<void>;
+}
+
+/** Starts `createHubbub(options)` behind `Deno.serve` on port 0. */
+export async function startServer(
+  options: HubbubOptions = {},
+): Promise<TestServer> {
+  const hubbub = createHubbub({ rateLimit: 0, ...options });
+  const listening = Promise.withResolvers<number>();
+  const server = Deno.serve({
+    port: 0,
+    hostname: "127.0.0.1",
+    onListen: ({ port }) => listening.resolve(port),
+  }, hubbub.handler);
+  const port = await listening.promise;
+  return {
+    http: `http://127.0.0.1:${port}`,
+    ws: `ws://127.0.0.1:${port}`,
+    port,
+    hubbub,
+    async close() {
+      await hubbub.close(2000);
+      await server.shutdown();
+    },
+  };
+}
+
+/** A WebSocket that records everything it receives. */
+export class TestSocket {
+  readonly socket: WebSocket;
+  /** Every frame received, in order. */
+  readonly frames: (string | ArrayBuffer)[] = [];
+  /** Text frames split on `\n`: the messages of a coalescing server. */
+  readonly lines: string[] = [];
+  readonly opened: Promise<void>;
+  readonly closed: Promise<CloseEvent>;
+  #waiters: (() => void)[] = [];
+
+  constructor(url: string, protocols?: string | string[]) {
+    this.socket = new WebSocket(url, protocols);
+    this.socket.binaryType = "arraybuffer";
+    const opened = Promise.withResolvers<void>();
+    const closed = Promise.withResolvers<CloseEvent>();
+    this.opened = opened.promise;
+    this.closed = closed.promise;
+    this.socket.onopen = () => opened.resolve();
+    this.socket.onerror = () => opened.reject(new Error(`cannot open ${url}`));
+    this.socket.onclose = (ev) => {
+      opened.reject(new Error(`closed before open: ${ev.code}`));
+      closed.resolve(ev);
+      this.#wake();
+    };
+    this.socket.onmessage = (ev) => {
+      this.frames.push(ev.data);
+      if (typeof ev.data === "string") this.lines.push(...ev.data.split("\n"));
+      this.#wake();
+    };
+    // A socket that never opened still rejects `opened`; tests that expect
+    // that await it, the rest must not fail on an unobserved rejection.
+    this.opened.catch(() => {});
+  }
+
+  /** JSON-protocol messages received so far. */
+  get messages(): Record<string, unknown>[] {
+    return this.lines.map((l) => JSON.parse(l));
+  }
+
+  /** Waits until `check` holds on what has arrived. */
+  async waitFor(check: () => boolean, what: string, ms = WAIT_MS) {
+    const deadline = Date.now() + ms;
+    while (!check()) {
+      const left = deadline - Date.now();
+      if (left <= 0) throw new Error(`timed out: ${what}`);
+      const woke = new Promise<void>((r) => this.#waiters.push(r));
+      await within(woke, what, left).catch((err) => {
+        if (!check()) throw err;
+      });
+    }
+  }
+
+  /** Waits for at least `n` lines. */
+  waitLines(n: number, ms = WAIT_MS): Promise<void> {
+    return this.waitFor(
+      () => this.lines.length >= n,
+      `${n} lines (have ${this.lines.length})`,
+      ms,
+    );
+  }
+
+  /** Sends text. */
+  send(data: string | Uint8Array): void {
+    this.socket.send(data);
+  }
+
+  /** Closes (if still open) and waits for the close event. */
+  async close(code = 1000): Promise<CloseEvent> {
+    if (this.socket.readyState <= WebSocket.OPEN) {
+      try {
+        this.socket.close(code);
+      } catch (err) {
+        if (!(err instanceof DOMException)) throw err;
+      }
+    }
+    return await within(this.closed, "close event");
+  }
+
+  #wake(): void {
+    const waiters = this.#waiters;
+    this.#waiters = [];
+    for (const w of waiters) w();
+  }
+}
+
+/** Opens a {@link TestSocket} and waits until it is open. */
+export async function connect(
+  url: string,
+  protocols?: string | string[],
+): Promise<TestSocket> {
+  const s = new TestSocket(url, protocols);
+  await within(s.opened, `open ${url}`);
+  return s;
+}
+
+/** Closes every socket given, waiting for each close event. */
+export async function closeAll(sockets: TestSocket[]): Promise<void> {
+  await Promise.all(sockets.map((s) => s.close()));
+}
+
+/**
+ * A peer that speaks just enough WebSocket over raw TCP to complete the
+ * handshake, then does whatever the test wants: never read, vanish, etc.
+ */
+export async function rawHandshake(
+  port: number,
+  path: string,
+): Promise<Deno.TcpConn> {
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  const request = [
+    `GET ${path} HTTP/1.1`,
+    `Host: 127.0.0.1:${port}`,
+    "Upgrade: websocket",
+    "Connection: Upgrade",
+    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+    "Sec-WebSocket-Version: 13",
+    "",
+    "",
+  ].join("\r\n");
+  await conn.write(new TextEncoder().encode(request));
+  // Read only the response head, byte by byte, so no frame data is consumed.
+  const head: number[] = [];
+  const one = new Uint8Array(1);
+  while (!endsWithBlankLine(head)) {
+    const n = await conn.read(one);
+    if (n === null) throw new Error("connection closed during handshake");
+    head.push(one[0]);
+  }
+  const status = new TextDecoder().decode(new Uint8Array(head)).split(" ")[1];
+  if (status !== "101") throw new Error(`handshake answered ${status}`);
+  return conn;
+}
+
+function endsWithBlankLine(b: number[]): boolean {
+  const n = b.length;
+  return n >= 4 && b[n - 4] === 13 && b[n - 3] === 10 && b[n - 2] === 13 &&
+    b[n - 1] === 10;
+}
+
+/** A `main.ts` subprocess and its announced address. */
+export interface ServerProcess {
+  child: Deno.ChildProcess;
+  port: number;
+  http: string;
+  ws: string;
+  /** Everything the process wrote to stderr so far. */
+  stderr(): string;
+  /** Sends SIGTERM (if still running) and waits for the exit status. */
+  stop(): Promise<Deno.CommandStatus>;
+}
+
+const MAIN = new URL("../main.ts", import.meta.url).pathname;
+
+/**
+ * Runs `main.ts` with `args` (port 0 unless given) and waits for its
+ * `listening on` line. `denoFlags` replace the default permissions.
+ */
+export async function spawnServer(
+  args: string[],
+  denoFlags = ["--allow-net", "--allow-env=HUBBUB_*"],
+): Promise<ServerProcess> {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", ...denoFlags, MAIN, "--hostname", "127.0.0.1", ...args],
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  let err = "";
+  const errDone = child.stderr.pipeThrough(new TextDecoderStream()).pipeTo(
+    new WritableStream({ write: (c) => void (err += c) }),
+  );
+  let out = "";
+  const portFound = Promise.withResolvers<number>();
+  const outDone = child.stdout.pipeThrough(new TextDecoderStream()).pipeTo(
+    new WritableStream({
+      write(chunk) {
+        out += chunk;
+        const m = out.match(/listening on http:\/\/[^:]+:(\d+)\//);
+        if (m) portFound.resolve(Number(m[1]));
+      },
+    }),
+  );
+  const status = child.status;
+  status.then((s) =>
+    portFound.reject(new Error(`server exited ${s.code}: ${err}`))
+  );
+  let port: number;
+  try {
+    port = await within(portFound.promise, "listening line");
+  } catch (e) {
+    child.kill("SIGKILL");
+    await status;
+    await Promise.all([errDone, outDone]);
+    throw e;
+  }
+  let stopped: Promise<Deno.CommandStatus> | null = null;
+  return {
+    child,
+    port,
+    http: `http://127.0.0.1:${port}`,
+    ws: `ws://127.0.0.1:${port}`,
+    stderr: () => err,
+    stop() {
+      stopped ??= (async () => {
+        try {
+          child.kill("SIGTERM");
+        } catch (e) {
+          if (!(e instanceof TypeError)) throw e;
+        }
+        const s = await within(status, "server exit");
+        await Promise.all([errDone, outDone]);
+        return s;
+      })();
+      return stopped;
+    },
+  };
+}
+
+/** Resident memory of a process in bytes, from /proc. */
+export async function rssBytes(pid: number): Promise<number> {
+  const status = await Deno.readTextFile(`/proc/${pid}/status`);
+  const m = status.match(/VmRSS:\s+(\d+) kB/);
+  if (!m) throw new Error("no VmRSS");
+  return Number(m[1]) * 1024;
+}

@@ -1,0 +1,169 @@
+import assert from "node:assert/strict";
+import { closeAll, connect, startServer, within } from "./helpers.ts";
+
+Deno.test("plain: every member gets every message, sender included", async () => {
+  const srv = await startServer();
+  try {
+    const clients = await Promise.all(
+      [1, 2, 3].map(() => connect(`${srv.ws}/ws`)),
+    );
+    clients[0].send("hello");
+    clients[1].send("world");
+    for (const c of clients) await c.waitLines(2);
+    const first = clients[0].lines;
+    for (const c of clients) assert.deepEqual(c.lines, first);
+    assert.deepEqual([...first].sort(), ["hello", "world"]);
+    await closeAll(clients);
+  } finally {
+    await srv.close();
+  }
+});
+
+Deno.test("plain: newlines become spaces, text is trimmed, empty is dropped", async () => {
+  const srv = await startServer();
+  try {
+    const a = await connect(`${srv.ws}/ws`);
+    a.send("  one\ntwo\r\nthree  ");
+    a.send("   ");
+    a.send("\n\n");
+    a.send("");
+    a.send("last");
+    await a.waitFor(() => a.lines.includes("last"), "last");
+    assert.deepEqual(a.lines, ["one two three", "last"]);
+    await a.close();
+  } finally {
+    await srv.close();
+  }
+});
+
+Deno.test("plain: coalesced frames split back into the same messages in order", async () => {
+  const srv = await startServer();
+  try {
+    const sender = await connect(`${srv.ws}/ws`);
+    const reader = await connect(`${srv.ws}/ws`);
+    const sent = Array.from({ length: 500 }, (_, i) => `msg ${i}`);
+    for (const m of sent) sender.send(m);
+    await reader.waitLines(sent.length);
+    await sender.waitLines(sent.length);
+    assert.deepEqual(reader.lines, sent);
+    assert.deepEqual(sender.lines, sent);
+    // 500 messages sent in one go arrive in fewer frames than messages.
+    assert.ok(
+      reader.frames.length < sent.length,
+      `${reader.frames.length} frames`,
+    );
+    await closeAll([sender, reader]);
+  } finally {
+    await srv.close();
+  }
+});
+
+Deno.test("plain: order is the hub's order for every member", async () => {
+  const srv = await startServer();
+  try {
+    const clients = await Promise.all(
+      [1, 2, 3, 4].map(() => connect(`${srv.ws}/ws`)),
+    );
+    for (let i = 0; i < 50; i++) {
+      for (const [n, c] of clients.entries()) c.send(`c${n}-${i}`);
+    }
+    for (const c of clients) await c.waitLines(200);
+    for (const c of clients) assert.deepEqual(c.lines, clients[0].lines);
+    for (let n = 0; n < 4; n++) {
+      const own = clients[0].lines.filter((l) => l.startsWith(`c${n}-`));
+      assert.deepEqual(own, Array.from({ length: 50 }, (_, i) => `c${n}-${i}`));
+    }
+    await closeAll(clients);
+  } finally {
+    await srv.close();
+  }
+});
+
+Deno.test("plain: rooms are isolated", async () => {
+  const srv = await startServer();
+  try {
+    const red = await connect(`${srv.ws}/ws?room=red`);
+    const blue = await connect(`${srv.ws}/ws?room=blue`);
+    const lobby = await connect(`${srv.ws}/ws`);
+    const lobby2 = await connect(`${srv.ws}/ws?room=lobby`);
+    red.send("for red");
+    blue.send("for blue");
+    lobby.send("for lobby");
+    await red.waitLines(1);
+    await blue.waitLines(1);
+    await lobby2.waitLines(1);
+    // A marker through each room proves nothing else is still on its way.
+    red.send("end");
+    blue.send("end");
+    lobby.send("end");
+    for (const c of [red, blue, lobby2]) await c.waitLines(2);
+    assert.deepEqual(red.lines, ["for red", "end"]);
+    assert.deepEqual(blue.lines, ["for blue", "end"]);
+    assert.deepEqual(lobby2.lines, ["for lobby", "end"]);
+    await closeAll([red, blue, lobby, lobby2]);
+  } finally {
+    await srv.close();
+  }
+});
+
+Deno.test("plain: a message over --max-message-bytes closes 1009 and is not broadcast", async () => {
+  const srv = await startServer({ maxMessageBytes: 100 });
+  try {
+    const big = await connect(`${srv.ws}/ws`);
+    const other = await connect(`${srv.ws}/ws`);
+    big.send("x".repeat(100));
+    await other.waitLines(1);
+    // 34 three-byte characters: 34 code units but 102 bytes.
+    big.send("€".repeat(34));
+    const ev = await big.closed;
+    assert.equal(ev.code, 1009);
+    other.send("after");
+    await other.waitLines(2);
+    assert.deepEqual(other.lines, ["x".repeat(100), "after"]);
+    await other.close();
+  } finally {
+    await srv.close();
+  }
+});
+
+Deno.test("plain: a binary frame closes 1003", async () => {
+  const srv = await startServer();
+  try {
+    const a = await connect(`${srv.ws}/ws`);
+    a.send(new Uint8Array([1, 2, 3]));
+    const ev = await within(a.closed, "close after binary");
+    assert.equal(ev.code, 1003);
+  } finally {
+    await srv.close();
+  }
+});
+
+Deno.test("plain: a client written for the Go chat example works unchanged", async () => {
+  // The Go example's page: send raw text frames, split received frames on
+  // "\n", show each line. Nothing else is negotiated.
+  const srv = await startServer();
+  try {
+    const shown: string[] = [];
+    const ws = new WebSocket(`${srv.ws}/ws`);
+    const open = Promise.withResolvers<void>();
+    const got = Promise.withResolvers<void>();
+    const closed = Promise.withResolvers<void>();
+    ws.onopen = () => open.resolve();
+    ws.onclose = () => closed.resolve();
+    ws.onmessage = (ev) => {
+      for (const line of String(ev.data).split("\n")) shown.push(line);
+      if (shown.length === 3) got.resolve();
+    };
+    await within(open.promise, "open");
+    assert.equal(ws.protocol, "");
+    ws.send("hi");
+    ws.send("multi\nline");
+    ws.send("bye");
+    await within(got.promise, "3 lines");
+    assert.deepEqual(shown, ["hi", "multi line", "bye"]);
+    ws.close();
+    await closed.promise;
+  } finally {
+    await srv.close();
+  }
+});

@@ -42,7 +42,7 @@ export interface Config {
   shutdownTimeout: number;
 }
 
-type Kind = "int" | "number" | "string" | "origins" | "logformat";
+type Kind = "port" | "int" | "number" | "string" | "origins" | "logformat";
 
 interface FlagSpec {
   key: keyof Config;
@@ -55,7 +55,7 @@ interface FlagSpec {
 const FLAGS: Record<string, FlagSpec> = {
   "port": {
     key: "port",
-    kind: "int",
+    kind: "port",
     default: "8080",
     help: "TCP port (0 picks a free one)",
   },
@@ -172,7 +172,8 @@ export function parseConfig(
       allowPositionals: false,
     }));
   } catch (err) {
-    throw new ConfigError(err instanceof Error ? err.message : String(err));
+    const message = err instanceof Error ? err.message : String(err);
+    throw new ConfigError(message.split("\n")[0]);
   }
   if (values.help) return { kind: "help", text: helpText() };
 
@@ -194,6 +195,15 @@ function convert(kind: Kind, raw: string, source: string): unknown {
       if (raw.trim() === "" || !Number.isSafeInteger(n) || n < 0) {
         throw new ConfigError(
           `${source}: expected a whole number >= 0, got "${raw}"`,
+        );
+      }
+      return n;
+    }
+    case "port": {
+      const n = Number(raw);
+      if (raw.trim() === "" || !Number.isInteger(n) || n < 0 || n > 65535) {
+        throw new ConfigError(
+          `${source}: expected a port 0-65535, got "${raw}"`,
         );
       }
       return n;

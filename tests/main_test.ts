@@ -1,0 +1,33 @@
+import assert from "node:assert/strict";
+
+const MAIN = new URL("../main.ts", import.meta.url).pathname;
+
+async function runMain(args: string[]) {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "--allow-net", "--allow-env=HUBBUB_*", MAIN, ...args],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const dec = new TextDecoder();
+  return {
+    code: out.code,
+    stdout: dec.decode(out.stdout),
+    stderr: dec.decode(out.stderr),
+  };
+}
+
+Deno.test("main: bad flags print one line and exit 2", async () => {
+  for (const args of [["--nope"], ["--port", "x"], ["--log-format", "yaml"]]) {
+    const r = await runMain(args);
+    assert.equal(r.code, 2, args.join(" "));
+    assert.equal(r.stderr.trim().split("\n").length, 1, r.stderr);
+    assert.match(r.stderr, /^hubbub: /);
+  }
+});
+
+Deno.test("main: --help lists the flags and exits 0", async () => {
+  const r = await runMain(["--", "--help"]);
+  assert.equal(r.code, 0);
+  assert.match(r.stdout, /--port/);
+  assert.match(r.stdout, /HUBBUB_MAX_BUFFERED_BYTES/);
+});

@@ -233,6 +233,9 @@ export class Hub {
    */
   evict(member: Member, reason: EvictionReason, code: number, text: string) {
     if (!member.room) return;
+    // Lines already queued for it (such as the error that explains this
+    // close) still go out, except to a slow consumer, which cannot take them.
+    if (member.outbox && reason !== "slow_consumer") this.#send(member, "", 0, 0);
     this.leave(member);
     this.#opts.metrics.evicted(reason);
     member.evicted(reason, code, text);

@@ -183,6 +183,7 @@ export async function closeAll(sockets: TestSocket[]): Promise<void> {
 export async function rawHandshake(
   port: number,
   path: string,
+  protocol?: string,
 ): Promise<Deno.TcpConn> {
   const conn = await Deno.connect({ hostname: "127.0.0.1", port });
   const request = [
@@ -192,6 +193,7 @@ export async function rawHandshake(
     "Connection: Upgrade",
     "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
     "Sec-WebSocket-Version: 13",
+    ...(protocol ? [`Sec-WebSocket-Protocol: ${protocol}`] : []),
     "",
     "",
   ].join("\r\n");

@@ -235,7 +235,9 @@ export class Hub {
     if (!member.room) return;
     // Lines already queued for it (such as the error that explains this
     // close) still go out, except to a slow consumer, which cannot take them.
-    if (member.outbox && reason !== "slow_consumer") this.#send(member, "", 0, 0);
+    if (member.outbox && reason !== "slow_consumer") {
+      this.#send(member, "", 0, 0);
+    }
     this.leave(member);
     this.#opts.metrics.evicted(reason);
     member.evicted(reason, code, text);

@@ -96,7 +96,6 @@ export function createHubbub(options: HubbubOptions = {}): Hubbub {
     rateLimit: options.rateLimit ?? 20,
     rateBurst: options.rateBurst ?? 40,
   };
-  const ctx = { hub, metrics, logger, limits };
   /** Every open socket, chat and echo, for the connection cap and shutdown. */
   const sockets = new Set<WebSocket>();
   let closing = false;
@@ -105,12 +104,16 @@ export function createHubbub(options: HubbubOptions = {}): Hubbub {
   function track(socket: WebSocket): void {
     metrics.connections++;
     sockets.add(socket);
-    socket.addEventListener("close", (ev) => {
-      if (!sockets.delete(socket)) return;
-      metrics.connections--;
-      metrics.closed(ev.code);
-    });
   }
+
+  /** Idempotent: Deno may dispatch close more than once. */
+  function untrack(socket: WebSocket, code: number): void {
+    if (!sockets.delete(socket)) return;
+    metrics.connections--;
+    metrics.closed(code);
+  }
+
+  const ctx = { hub, metrics, logger, limits, untrack };
 
   /** The checks after request validation that every socket route shares. */
   function refuseAccess(req: Request): Response | null {
@@ -161,6 +164,7 @@ export function createHubbub(options: HubbubOptions = {}): Hubbub {
     const { socket, response } = Deno.upgradeWebSocket(req, { idleTimeout });
     socket.binaryType = "arraybuffer";
     track(socket);
+    socket.onclose = (ev) => untrack(socket, ev.code);
     socket.onmessage = (ev) => {
       const data: string | ArrayBuffer = ev.data;
       const tooBig = typeof data === "string"

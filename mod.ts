@@ -193,7 +193,7 @@ export function createHubbub(options: HubbubOptions = {}): Hubbub {
         return readOnly(
           req,
           () =>
-            new Response(req.method === "HEAD" ? null : PAGE_BYTES, {
+            new Response(PAGE_BYTES, {
               headers: {
                 ...HTML_HEADERS,
                 "content-length": String(PAGE_BYTES.byteLength),

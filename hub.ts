@@ -31,6 +31,14 @@ import {
   utf8Length,
 } from "./protocol.ts";
 
+/**
+ * Above this many members a room stops announcing joins and leaves, and a
+ * welcome lists only this many names (with the full count). Both cost
+ * O(members) per join, which is O(members²) for a room filling up: at 10,000
+ * JSON clients that was a gigabyte of welcomes. `who` still lists everyone.
+ */
+export const LARGE_ROOM = 1000;
+
 /** What the hub needs of a connection; {@link Client} is the real one. */
 export interface Member {
   /** Unique per process, for logs. */
@@ -135,13 +143,15 @@ export class Hub {
           type: "welcome",
           you: member.name,
           room: room.name,
-          members: [...room.names.keys()],
+          members: firstNames(room, LARGE_ROOM),
+          memberCount: room.members.size,
           history: slice.records,
           gap: slice.gap,
           seq: room.flushedSeq,
         }),
       );
     }
+    if (room.members.size > LARGE_ROOM) return;
     this.#enqueue(room, {
       plain: null,
       rec: null,
@@ -162,6 +172,7 @@ export class Hub {
       this.#rooms.delete(room.name);
       return;
     }
+    if (room.members.size >= LARGE_ROOM) return;
     this.#enqueue(room, {
       plain: null,
       rec: null,
@@ -350,6 +361,16 @@ function countEvents(events: Pending[]): number {
   let n = 0;
   for (const ev of events) if (ev.rec === null) n++;
   return n;
+}
+
+/** Up to `limit` member names, without copying a large room's whole list. */
+function firstNames(room: Room, limit: number): string[] {
+  const names: string[] = [];
+  for (const name of room.names.keys()) {
+    if (names.length === limit) break;
+    names.push(name);
+  }
+  return names;
 }
 
 /** `name`, or `name-2`, `name-3`… whichever is free in the room. */

@@ -192,8 +192,10 @@ export interface Welcome {
   /** This connection's name. */
   you: string;
   room: string;
-  /** Names of the members, this connection included. */
+  /** Names of the members, this connection included; at most 1000. */
   members: string[];
+  /** How many members the room has (may exceed `members.length`). */
+  memberCount: number;
   /** Recent history, or what followed `since`, oldest first. */
   history: ChatRecord[];
   /** True when messages after `since` were dropped from history already. */

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { LARGE_ROOM } from "../hub.ts";
 import { JSON_SUBPROTOCOL } from "../protocol.ts";
 import {
   closeAll,
@@ -37,6 +38,7 @@ Deno.test("json: subprotocol is echoed and the first message is a welcome", asyn
       you: "alice",
       room: "r1",
       members: ["alice"],
+      memberCount: 1,
       history: [],
       gap: false,
       seq: 0,
@@ -347,6 +349,33 @@ Deno.test("json: a flood is told once, then closed 1008", async () => {
     const metrics = await (await fetch(`${srv.http}/metrics`)).text();
     assert.match(metrics, /^hubbub_evictions_total\{reason="rate_limit"\} 1$/m);
   } finally {
+    await srv.close();
+  }
+});
+
+Deno.test("json: a room over LARGE_ROOM members stops announcing joins; who lists all", async () => {
+  const srv = await startServer({ maxConnections: 2000 });
+  const crowd: TestSocket[] = [];
+  try {
+    const observer = await joinJson(srv, "?name=observer");
+    while (crowd.length < LARGE_ROOM) {
+      crowd.push(await connect(`${srv.ws}/ws`));
+    }
+    // The observer heard its own join and the crowd's up to LARGE_ROOM members.
+    await waitType(observer, "join", LARGE_ROOM);
+    const late = await joinJson(srv, "?name=late");
+    const w = late.messages[0];
+    assert.equal((w.members as string[]).length, LARGE_ROOM);
+    assert.equal(w.memberCount, LARGE_ROOM + 2);
+    observer.send(JSON.stringify({ type: "who" }));
+    await waitType(observer, "presence");
+    const names = ofType(observer, "presence")[0].members as string[];
+    assert.equal(names.length, LARGE_ROOM + 2);
+    assert.ok(names.includes("late"));
+    assert.equal(ofType(observer, "join").length, LARGE_ROOM);
+    await closeAll([observer, late]);
+  } finally {
+    await closeAll(crowd);
     await srv.close();
   }
 });

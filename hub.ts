@@ -37,7 +37,7 @@ import {
  * O(members) per join, which is O(members²) for a room filling up: at 10,000
  * JSON clients that was a gigabyte of welcomes. `who` still lists everyone.
  */
-export const LARGE_ROOM = 1000;
+export const LARGE_ROOM = 200;
 
 /** What the hub needs of a connection; {@link Client} is the real one. */
 export interface Member {

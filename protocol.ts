@@ -192,7 +192,7 @@ export interface Welcome {
   /** This connection's name. */
   you: string;
   room: string;
-  /** Names of the members, this connection included; at most 1000. */
+  /** Names of the members, this connection included; at most 200. */
   members: string[];
   /** How many members the room has (may exceed `members.length`). */
   memberCount: number;

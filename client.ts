@@ -29,6 +29,18 @@ export interface ClientLimits {
   rateBurst: number;
 }
 
+/** Where a new client goes, from its handshake's query. */
+export interface JoinRequest {
+  /** Room to join. */
+  room: string;
+  /** Wanted display name (may get a suffix in the room). */
+  name: string;
+  /** Last seq the client saw, for reconnects. */
+  since?: number;
+  /** The room epoch that `since` belongs to. */
+  epoch?: string;
+}
+
 /** What a client needs from the instance that accepted it. */
 export interface ClientContext {
   hub: Hub;
@@ -51,9 +63,8 @@ export class Client implements Member {
   outbox: string[] | null = null;
 
   readonly #ctx: ClientContext;
-  /** Room and `since` to join with once the socket opens. */
-  readonly #joinRoom: string;
-  readonly #since: number | undefined;
+  /** Where to join once the socket opens. */
+  readonly #join: JoinRequest;
   #tokens: number;
   #refilledAt = 0;
   /** Messages refused since the last accepted one. */
@@ -61,25 +72,17 @@ export class Client implements Member {
   #evicted = false;
   #closed = false;
 
-  /**
-   * Binds to `socket` and joins `room` once the socket opens.
-   *
-   * @param name requested display name (may get a suffix in the room)
-   * @param since last seq the client saw, for reconnects
-   */
+  /** Binds to `socket` and joins the hub once the socket opens. */
   constructor(
     socket: WebSocket,
     json: boolean,
-    name: string,
-    room: string,
-    since: number | undefined,
+    join: JoinRequest,
     ctx: ClientContext,
   ) {
     this.socket = socket;
     this.json = json;
-    this.name = name;
-    this.#joinRoom = room;
-    this.#since = since;
+    this.name = join.name;
+    this.#join = join;
     this.#ctx = ctx;
     this.#tokens = ctx.limits.rateBurst;
     // The client itself is the listener (handleEvent): one object for all
@@ -96,9 +99,17 @@ export class Client implements Member {
       case "message":
         this.#onMessage((ev as MessageEvent).data);
         return;
-      case "open":
-        this.#ctx.hub.join(this, this.#joinRoom, this.#since);
+      case "open": {
+        const { hub } = this.#ctx;
+        // Upgraded just before a shutdown began: nobody will flush for it.
+        if (hub.stopped) {
+          this.socket.close(1001, "server shutting down");
+          return;
+        }
+        const { room, since, epoch } = this.#join;
+        hub.join(this, room, since, epoch);
         return;
+      }
       case "close": {
         const { code, reason } = ev as CloseEvent;
         this.#onClose(code, reason);
@@ -135,9 +146,12 @@ export class Client implements Member {
       this.#closeNow(1009, "message too big");
       return;
     }
+    // Every frame costs a token, not only chat messages: nick changes go to
+    // the whole room, and each bad frame is answered.
+    if (!this.#allow()) return;
     if (!this.json) {
       const text = normalizePlain(data);
-      if (text !== "" && this.#allow()) hub.publish(this, text);
+      if (text !== "") hub.publish(this, text);
       return;
     }
     const msg = parseClientMessage(data);
@@ -146,7 +160,7 @@ export class Client implements Member {
         hub.sendError(this, msg.code, msg.message);
         return;
       case "message":
-        if (this.#allow()) hub.publish(this, msg.text);
+        hub.publish(this, msg.text);
         return;
       case "nick":
         hub.rename(this, msg.name);
@@ -158,7 +172,7 @@ export class Client implements Member {
   }
 
   /**
-   * Token bucket. The first refused message is answered with an error; a
+   * Token bucket. The first refused frame is answered with an error; a
    * client that goes on flooding past another burst is closed with 1008.
    */
   #allow(): boolean {

@@ -42,11 +42,8 @@ export interface Config {
   shutdownTimeout: number;
 }
 
-type Kind = "port" | "int" | "number" | "string" | "origins" | "logformat";
-
+/** What `--help` says of a flag; parsing is in {@link parseConfig}. */
 interface FlagSpec {
-  key: keyof Config;
-  kind: Kind;
   default: string;
   help: string;
 }
@@ -54,80 +51,54 @@ interface FlagSpec {
 /** The flag table; order is the order of `--help`. */
 const FLAGS: Record<string, FlagSpec> = {
   "port": {
-    key: "port",
-    kind: "port",
     default: "8080",
     help: "TCP port (0 picks a free one)",
   },
   "hostname": {
-    key: "hostname",
-    kind: "string",
     default: "0.0.0.0",
     help: "interface to listen on",
   },
   "max-message-bytes": {
-    key: "maxMessageBytes",
-    kind: "int",
     default: "16384",
     help: "largest incoming chat message; larger closes 1009",
   },
   "max-buffered-bytes": {
-    key: "maxBufferedBytes",
-    kind: "int",
     default: "1048576",
     help: "unsent bytes per client before it is evicted (1008)",
   },
   "max-echo-bytes": {
-    key: "maxEchoBytes",
-    kind: "int",
     default: "1048576",
     help: "largest frame on /echo; larger closes 1009",
   },
   "idle-timeout": {
-    key: "idleTimeout",
-    kind: "number",
     default: "60",
     help: "seconds without a pong before a peer is dropped (0 = off)",
   },
   "rate-limit": {
-    key: "rateLimit",
-    kind: "number",
     default: "20",
     help: "messages/s per connection (0 = off)",
   },
   "rate-burst": {
-    key: "rateBurst",
-    kind: "int",
     default: "40",
     help: "messages a connection may send at once above the rate",
   },
   "max-connections": {
-    key: "maxConnections",
-    kind: "int",
     default: "10000",
     help: "open sockets beyond which upgrades get 503",
   },
   "history": {
-    key: "history",
-    kind: "int",
     default: "100",
     help: "messages kept per room for joins and reconnects",
   },
   "allow-origin": {
-    key: "allowOrigin",
-    kind: "origins",
     default: "",
     help: "extra browser origins, comma-separated, or *",
   },
   "log-format": {
-    key: "logFormat",
-    kind: "logformat",
     default: "text",
     help: "log line format: text or json",
   },
   "shutdown-timeout": {
-    key: "shutdownTimeout",
-    kind: "number",
     default: "5",
     help: "seconds a graceful shutdown may take",
   },
@@ -177,57 +148,74 @@ export function parseConfig(
   }
   if (values.help) return { kind: "help", text: helpText() };
 
-  const config: Record<string, unknown> = {};
-  for (const [flag, spec] of Object.entries(FLAGS)) {
+  /** The flag's value from the command line, the environment or its default. */
+  const raw = (flag: string): [string, string] => {
     const given = values[flag];
-    const fromFlag = typeof given === "string";
-    const raw = fromFlag ? given : env(envName(flag)) ?? spec.default;
-    const source = fromFlag ? `--${flag}` : envName(flag);
-    config[spec.key] = convert(spec.kind, raw, source);
+    if (typeof given === "string") return [given, `--${flag}`];
+    return [env(envName(flag)) ?? FLAGS[flag].default, envName(flag)];
+  };
+  const int = (flag: string) => toInt(...raw(flag));
+  const num = (flag: string) => toNumber(...raw(flag));
+  const config: Config = {
+    port: toPort(...raw("port")),
+    hostname: toText(...raw("hostname")),
+    maxMessageBytes: int("max-message-bytes"),
+    maxBufferedBytes: int("max-buffered-bytes"),
+    maxEchoBytes: int("max-echo-bytes"),
+    idleTimeout: num("idle-timeout"),
+    rateLimit: num("rate-limit"),
+    rateBurst: int("rate-burst"),
+    maxConnections: int("max-connections"),
+    history: int("history"),
+    allowOrigin: parseOrigins(...raw("allow-origin")),
+    logFormat: toLogFormat(...raw("log-format")),
+    shutdownTimeout: num("shutdown-timeout"),
+  };
+  if (config.rateLimit > 0 && config.rateBurst < 1) {
+    throw new ConfigError(
+      `${raw("rate-burst")[1]}: must be at least 1 while the rate limit is on`,
+    );
   }
-  return { kind: "run", config: config as unknown as Config };
+  return { kind: "run", config };
 }
 
-function convert(kind: Kind, raw: string, source: string): unknown {
-  switch (kind) {
-    case "int": {
-      const n = Number(raw);
-      if (raw.trim() === "" || !Number.isSafeInteger(n) || n < 0) {
-        throw new ConfigError(
-          `${source}: expected a whole number >= 0, got "${raw}"`,
-        );
-      }
-      return n;
-    }
-    case "port": {
-      const n = Number(raw);
-      if (raw.trim() === "" || !Number.isInteger(n) || n < 0 || n > 65535) {
-        throw new ConfigError(
-          `${source}: expected a port 0-65535, got "${raw}"`,
-        );
-      }
-      return n;
-    }
-    case "number": {
-      const n = Number(raw);
-      if (raw.trim() === "" || !Number.isFinite(n) || n < 0) {
-        throw new ConfigError(
-          `${source}: expected a number >= 0, got "${raw}"`,
-        );
-      }
-      return n;
-    }
-    case "string":
-      if (raw === "") throw new ConfigError(`${source}: must not be empty`);
-      return raw;
-    case "origins":
-      return parseOrigins(raw, source);
-    case "logformat":
-      if (raw !== "text" && raw !== "json") {
-        throw new ConfigError(`${source}: expected text or json, got "${raw}"`);
-      }
-      return raw;
+const WHOLE = /^\d{1,15}$/;
+const DECIMAL = /^\d{1,15}(\.\d+)?$/;
+
+function toInt(raw: string, source: string): number {
+  if (!WHOLE.test(raw.trim())) {
+    throw new ConfigError(
+      `${source}: expected a whole number >= 0, got "${raw}"`,
+    );
   }
+  return Number(raw);
+}
+
+function toPort(raw: string, source: string): number {
+  const n = WHOLE.test(raw.trim()) ? Number(raw) : NaN;
+  if (!(n >= 0 && n <= 65535)) {
+    throw new ConfigError(`${source}: expected a port 0-65535, got "${raw}"`);
+  }
+  return n;
+}
+
+function toNumber(raw: string, source: string): number {
+  if (!DECIMAL.test(raw.trim())) {
+    throw new ConfigError(`${source}: expected a number >= 0, got "${raw}"`);
+  }
+  return Number(raw);
+}
+
+function toText(raw: string, source: string): string {
+  if (raw === "") throw new ConfigError(`${source}: must not be empty`);
+  return raw;
+}
+
+function toLogFormat(raw: string, source: string): LogFormat {
+  if (raw !== "text" && raw !== "json") {
+    throw new ConfigError(`${source}: expected text or json, got "${raw}"`);
+  }
+  return raw;
 }
 
 /**

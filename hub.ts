@@ -122,7 +122,12 @@ export class Hub {
    * the room hears a `join`. A name already taken in the room gets a numeric
    * suffix.
    */
-  join(member: Member, roomName: string, since?: number): void {
+  join(
+    member: Member,
+    roomName: string,
+    since?: number,
+    epoch?: string,
+  ): void {
     let room = this.#rooms.get(roomName);
     if (!room) {
       room = new Room(roomName, this.#opts.history.lastSeq(roomName));
@@ -136,7 +141,12 @@ export class Hub {
       room.jsonMembers++;
       // History stops at flushedSeq: newer messages are still pending and
       // reach the new member in this turn's frame, after the welcome.
-      const slice = this.#opts.history.read(room.name, since, room.flushedSeq);
+      const slice = this.#opts.history.read(
+        room.name,
+        since,
+        epoch,
+        room.flushedSeq,
+      );
       this.sendTo(
         member,
         encodeWelcome({
@@ -148,6 +158,7 @@ export class Hub {
           history: slice.records,
           gap: slice.gap,
           seq: room.flushedSeq,
+          epoch: slice.epoch,
         }),
       );
     }
@@ -248,6 +259,7 @@ export class Hub {
     // close) still go out, except to a slow consumer, which cannot take them.
     if (member.outbox && reason !== "slow_consumer") {
       this.#send(member, "", 0, 0);
+      if (!member.room) return; // that send found it too slow and evicted it
     }
     this.leave(member);
     this.#opts.metrics.evicted(reason);
@@ -266,6 +278,11 @@ export class Hub {
       this.#dirtyRooms.push(room);
       this.#schedule();
     }
+  }
+
+  /** True once {@link stop} was called. */
+  get stopped(): boolean {
+    return this.#stopped;
   }
 
   /** Stops delivering: nothing queued now or later is sent. */

@@ -42,6 +42,10 @@ export async function main(args: string[]): Promise<number> {
   const server = Deno.serve({
     port: config.port,
     hostname: config.hostname,
+    onError(err) {
+      logger.log("error", "request failed", { error: String(err) });
+      return new Response("internal error\n", { status: 500 });
+    },
     onListen({ hostname, port }) {
       const host = hostname.includes(":") ? `[${hostname}]` : hostname;
       console.log(`listening on http://${host}:${port}/`);

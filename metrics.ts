@@ -29,8 +29,8 @@ export class Metrics {
   rejectedConnections = 0;
   /** Evictions by reason. */
   readonly evictions = new Map<EvictionReason, number>();
-  /** Socket closes by close code. */
-  readonly closes = new Map<number, number>();
+  /** Socket closes by close code (codes a peer may invent count as "other"). */
+  readonly closes = new Map<string, number>();
   readonly #started = performance.now();
 
   /** Seconds since the instance was created. */
@@ -45,7 +45,12 @@ export class Metrics {
 
   /** Counts one closed socket. */
   closed(code: number): void {
-    this.closes.set(code, (this.closes.get(code) ?? 0) + 1);
+    // Peers choose their close codes; one series per code they can invent
+    // would let any client grow the exposition without bound.
+    const label = code >= 1000 && code <= 1015 || code === 0
+      ? String(code)
+      : "other";
+    this.closes.set(label, (this.closes.get(label) ?? 0) + 1);
   }
 
   /** Prometheus text exposition; `gauges` come from the hub at scrape time. */
@@ -103,7 +108,7 @@ export class Metrics {
       "hubbub_closes_total",
       "counter",
       "Closed sockets, by close code.",
-      [...this.closes].sort((a, b) => a[0] - b[0]).map(([code, n]) => [
+      [...this.closes].sort((a, b) => a[0] < b[0] ? -1 : 1).map(([code, n]) => [
         `{code="${code}"}`,
         n,
       ]),

@@ -17,6 +17,7 @@
  * @module
  */
 
+import { createHash } from "node:crypto";
 import { Client, type ClientLimits } from "./client.ts";
 import { MemoryHistory } from "./history.ts";
 import { Hub } from "./hub.ts";
@@ -70,7 +71,27 @@ export interface Hubbub {
   metrics: Metrics;
 }
 
-const HTML_HEADERS = { "content-type": "text/html; charset=utf-8" };
+/**
+ * Headers of the page. The policy is defence in depth on top of rendering
+ * chat text with textContent: only the page's own inline script runs (by
+ * hash), and it may connect only to its own origin.
+ */
+const HTML_HEADERS = {
+  "content-type": "text/html; charset=utf-8",
+  "x-content-type-options": "nosniff",
+  "content-security-policy": [
+    "default-src 'none'",
+    `script-src '${inlineScriptHash(page)}'`,
+    "style-src 'unsafe-inline'",
+    "connect-src 'self'",
+    "img-src 'self'",
+    "base-uri 'none'",
+    "form-action 'none'",
+    "frame-ancestors 'none'",
+  ].join("; "),
+};
+const WHOLE_NUMBER = /^\d{1,15}$/;
+const EPOCH = /^[A-Za-z0-9-]{1,36}$/;
 const PAGE_BYTES = new TextEncoder().encode(page);
 const GOING_AWAY = 1001;
 
@@ -137,8 +158,12 @@ export function createHubbub(options: HubbubOptions = {}): Hubbub {
     }
     const sinceRaw = url.searchParams.get("since");
     const since = sinceRaw === null ? undefined : Number(sinceRaw);
-    if (since !== undefined && !(Number.isSafeInteger(since) && since >= 0)) {
+    if (since !== undefined && !WHOLE_NUMBER.test(sinceRaw!)) {
       return text(400, "since must be a whole number >= 0");
+    }
+    const epoch = url.searchParams.get("epoch") ?? undefined;
+    if (epoch !== undefined && !EPOCH.test(epoch)) {
+      return text(400, "epoch must be the one from the welcome");
     }
     const refused = refuseAccess(req);
     if (refused) return refused;
@@ -152,7 +177,7 @@ export function createHubbub(options: HubbubOptions = {}): Hubbub {
     const name = "name" in requested
       ? requested.name
       : `guest-${++guestNumber}`;
-    new Client(socket, json, name, room, since, ctx);
+    new Client(socket, json, { room, name, since, epoch }, ctx);
     return response;
   }
 
@@ -164,17 +189,30 @@ export function createHubbub(options: HubbubOptions = {}): Hubbub {
     const { socket, response } = Deno.upgradeWebSocket(req, { idleTimeout });
     socket.binaryType = "arraybuffer";
     track(socket);
-    socket.onclose = (ev) => untrack(socket, ev.code);
-    socket.onmessage = (ev) => {
-      const data: string | ArrayBuffer = ev.data;
+    let evicted = false;
+    socket.onclose = (ev) => {
+      if (evicted) metrics.evictedUnclosed--;
+      evicted = false;
+      untrack(socket, ev.code);
+    };
+    socket.onmessage = (ev: MessageEvent<unknown>) => {
+      const data = ev.data;
+      if (evicted) return;
+      if (typeof data !== "string" && !(data instanceof ArrayBuffer)) return;
       const tooBig = typeof data === "string"
         ? exceedsBytes(data, maxEchoBytes)
         : data.byteLength > maxEchoBytes;
-      if (tooBig) socket.close(1009, "message too big");
-      else if (socket.bufferedAmount > maxBufferedBytes) {
+      if (tooBig) {
+        socket.close(1009, "message too big");
+      } else if (socket.bufferedAmount > maxBufferedBytes) {
+        evicted = true;
         metrics.evicted("slow_consumer");
+        metrics.evictedUnclosed++;
+        logger.log("warn", "echo client evicted", { reason: "slow_consumer" });
         socket.close(1008, "slow consumer");
-      } else socket.send(data);
+      } else {
+        socket.send(data);
+      }
     };
     return response;
   }
@@ -310,6 +348,23 @@ function originAllowed(req: Request, allowed: string[] | "*"): boolean {
   } catch {
     return false;
   }
-  if (parsed.host === req.headers.get("host")) return true;
+  if (parsed.host === normalizeHost(req.headers.get("host"))) return true;
   return allowed.includes(parsed.origin);
+}
+
+/** Host as URL would write it: lower case, default port dropped. */
+function normalizeHost(host: string | null): string | null {
+  if (host === null) return null;
+  try {
+    return new URL(`http://${host}`).host;
+  } catch {
+    return null;
+  }
+}
+
+/** CSP source for the page's one inline script, so nothing else may run. */
+function inlineScriptHash(html: string): string {
+  const script = html.match(/<script>([\s\S]*?)<\/script>/);
+  if (!script) throw new Error("static/home.html has no inline script");
+  return "sha256-" + createHash("sha256").update(script[1]).digest("base64");
 }

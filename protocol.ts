@@ -32,11 +32,12 @@ export function isRoomName(name: string): boolean {
 
 /**
  * The plain protocol's rule, from the Go chat example: newlines become
- * spaces and surrounding white space is trimmed. An empty result means the
- * message is dropped.
+ * spaces and surrounding white space is trimmed. Other control characters
+ * are removed, as in JSON text, so that no sender can put terminal escapes
+ * on another client's screen. An empty result means the message is dropped.
  */
 export function normalizePlain(text: string): string {
-  return text.replace(LINE_BREAKS, " ").trim();
+  return text.replace(LINE_BREAKS, " ").replace(CONTROL, "").trim();
 }
 
 /**
@@ -202,6 +203,8 @@ export interface Welcome {
   gap: boolean;
   /** Sequence number of the newest message in the room so far. */
   seq: number;
+  /** This life of the room's numbering; send it back with `since`. */
+  epoch: string;
 }
 
 /** Encodes a chat record as a JSON-protocol frame line. */

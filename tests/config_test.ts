@@ -31,6 +31,8 @@ Deno.test("config: flags beat environment twins, which beat defaults", () => {
   assert.equal(run(["--port", "9002"], { HUBBUB_PORT: "9001" }).port, 9002);
   assert.equal(run(["--port=0"]).port, 0);
   assert.equal(run([], { HUBBUB_RATE_LIMIT: "0" }).rateLimit, 0);
+  assert.equal(run(["--rate-limit", "0", "--rate-burst", "0"]).rateBurst, 0);
+  assert.equal(run(["--idle-timeout", "0.5"]).idleTimeout, 0.5);
   assert.equal(envName("max-buffered-bytes"), "HUBBUB_MAX_BUFFERED_BYTES");
 });
 
@@ -59,6 +61,10 @@ Deno.test("config: bad input is a one-line ConfigError", () => {
       ["--log-format", "xml"],
       ["--allow-origin", "not an origin"],
       ["stray"],
+      ["--port", "0x10"],
+      ["--history", "1e2"],
+      ["--history", " "],
+      ["--rate-burst", "0"],
     ]
   ) {
     assert.throws(() => parseConfig(args, noEnv), (err: unknown) => {

@@ -14,6 +14,11 @@ Deno.test("GET / serves the page as html", async () => {
     const res = await fetch(srv.http + "/");
     assert.equal(res.status, 200);
     assert.equal(res.headers.get("content-type"), "text/html; charset=utf-8");
+    assert.equal(res.headers.get("x-content-type-options"), "nosniff");
+    assert.match(
+      res.headers.get("content-security-policy")!,
+      /script-src 'sha256-[A-Za-z0-9+/]+=*'/,
+    );
     const body = await res.text();
     const file = await Deno.readTextFile(
       new URL("../static/home.html", import.meta.url),

@@ -32,7 +32,8 @@ Deno.test("json: subprotocol is echoed and the first message is a welcome", asyn
   try {
     const a = await joinJson(srv, "?room=r1&name=alice");
     assert.equal(a.socket.protocol, JSON_SUBPROTOCOL);
-    const w = a.messages[0];
+    const { epoch, ...w } = a.messages[0];
+    assert.match(String(epoch), /^[A-Za-z0-9-]{1,36}$/);
     assert.deepEqual(w, {
       type: "welcome",
       you: "alice",
@@ -309,9 +310,20 @@ Deno.test("json: ?since=SEQ returns exactly the missed messages; too old says ga
       (old.messages[0].history as Msg[]).map((m) => m.seq),
       Array.from({ length: 10 }, (_, i) => 19 + i),
     );
-    const bad = await fetch(`${srv.http}/ws?since=-1`);
-    assert.equal(bad.status, 400);
-    await bad.body?.cancel();
+    for (
+      const q of ["since=-1", "since=", "since=0x10", "since=1e2", "epoch=%20"]
+    ) {
+      const bad = await fetch(`${srv.http}/ws?${q}`, {
+        headers: {
+          upgrade: "websocket",
+          connection: "Upgrade",
+          "sec-websocket-key": "dGhlIHNhbXBsZSBub25jZQ==",
+          "sec-websocket-version": "13",
+        },
+      });
+      assert.equal(bad.status, 400, q);
+      await bad.body?.cancel();
+    }
     await closeAll([a, back, fresh, old]);
   } finally {
     await srv.close();
@@ -376,6 +388,60 @@ Deno.test("json: a room over LARGE_ROOM members stops announcing joins; who list
     await closeAll([observer, late]);
   } finally {
     await closeAll(crowd);
+    await srv.close();
+  }
+});
+
+Deno.test("json: a since from another life of the room replays everything, flagged", async () => {
+  const srv = await startServer({ history: 10 });
+  try {
+    const a = await joinJson(srv, "?room=life");
+    const epoch = a.messages[0].epoch;
+    for (let i = 1; i <= 3; i++) {
+      a.send(JSON.stringify({ type: "message", text: `m${i}` }));
+    }
+    await waitType(a, "message", 3);
+    // Same epoch: exact recovery.
+    const same = await joinJson(srv, `?room=life&since=2&epoch=${epoch}`);
+    assert.equal(same.messages[0].gap, false);
+    assert.deepEqual((same.messages[0].history as Msg[]).map((m) => m.seq), [
+      3,
+    ]);
+    // Another epoch (as after a restart): everything kept, and gap says so.
+    const other = await joinJson(srv, "?room=life&since=2&epoch=elsewhere");
+    assert.equal(other.messages[0].gap, true);
+    assert.equal(other.messages[0].epoch, epoch);
+    assert.deepEqual((other.messages[0].history as Msg[]).map((m) => m.seq), [
+      1,
+      2,
+      3,
+    ]);
+    await closeAll([a, same, other]);
+  } finally {
+    await srv.close();
+  }
+});
+
+Deno.test("json: every frame costs a rate-limit token, not only chat messages", async () => {
+  const srv = await startServer({ rateLimit: 1, rateBurst: 3 });
+  try {
+    const watcher = await joinJson(srv, "?name=watcher");
+    const a = await joinJson(srv, "?name=a0");
+    // Three renames pass, the fourth frame is refused with an error, and
+    // the seventh (three more refusals past the burst) closes.
+    for (let i = 1; i <= 7; i++) {
+      a.send(JSON.stringify({ type: "nick", name: `a${i}` }));
+    }
+    assert.equal((await within(a.closed, "close")).code, 1008);
+    assert.equal(ofType(a, "error")[0].code, "rate_limited");
+    await waitType(watcher, "leave");
+    assert.deepEqual(ofType(watcher, "nick").map((m) => m.name), [
+      "a1",
+      "a2",
+      "a3",
+    ]);
+    await watcher.close();
+  } finally {
     await srv.close();
   }
 });

@@ -19,7 +19,7 @@ Deno.test("plain: every member gets every message, sender included", async () =>
   }
 });
 
-Deno.test("plain: newlines become spaces, text is trimmed, empty is dropped", async () => {
+Deno.test("plain: newlines become spaces, controls go, text is trimmed, empty is dropped", async () => {
   const srv = await startServer();
   try {
     const a = await connect(`${srv.ws}/ws`);
@@ -27,9 +27,11 @@ Deno.test("plain: newlines become spaces, text is trimmed, empty is dropped", as
     a.send("   ");
     a.send("\n\n");
     a.send("");
+    a.send("\u001b[31mred\u0007\u0000 text");
+    a.send("\u0007");
     a.send("last");
     await a.waitFor(() => a.lines.includes("last"), "last");
-    assert.deepEqual(a.lines, ["one two three", "last"]);
+    assert.deepEqual(a.lines, ["one two three", "[31mred text", "last"]);
     await a.close();
   } finally {
     await srv.close();

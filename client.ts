@@ -43,9 +43,13 @@ export interface JoinRequest {
 
 /** What a client needs from the instance that accepted it. */
 export interface ClientContext {
+  /** The hub the client joins. */
   hub: Hub;
+  /** Counters for timeouts and rate limiting. */
   metrics: Metrics;
+  /** Where timeouts are reported. */
   logger: Logger;
+  /** Limits every frame is checked against. */
   limits: ClientLimits;
   /** Called once when the socket has closed, with its close code. */
   untrack(socket: WebSocket, code: number): void;

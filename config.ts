@@ -111,6 +111,7 @@ export function envName(flag: string): string {
 
 /** A flag or environment value that cannot be used; the message is one line. */
 export class ConfigError extends Error {
+  /** Distinguishes it from other errors in logs. */
   override name = "ConfigError";
 }
 

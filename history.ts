@@ -71,6 +71,8 @@ export class MemoryHistory implements HistoryStore {
   #bytes = 0;
 
   /**
+   * A store keeping `capacity` records per room within `maxBytes` overall.
+   *
    * @param capacity records kept per room; 0 keeps none
    * @param maxBytes approximate memory budget for all rooms together
    */

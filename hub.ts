@@ -58,7 +58,7 @@ export interface Member {
 }
 
 /** One event waiting for this turn's flush. */
-interface Pending {
+export interface PendingEvent {
   /** Line for plain clients; null for events they do not see. */
   plain: string | null;
   /** A chat message, encoded for JSON clients only if any are present. */
@@ -69,7 +69,9 @@ interface Pending {
 
 /** A room: its members, names and the messages accepted this turn. */
 export class Room {
+  /** The room's name, as in `?room=`. */
   readonly name: string;
+  /** Everyone who receives the room's messages. */
   readonly members = new Set<Member>();
   /** Members by name, so names stay unique. */
   readonly names = new Map<string, Member>();
@@ -79,9 +81,12 @@ export class Room {
   seq: number;
   /** Newest seq already flushed; history up to here is what a joiner gets. */
   flushedSeq: number;
-  pending: Pending[] = [];
+  /** Events accepted this turn, not yet flushed. */
+  pending: PendingEvent[] = [];
+  /** Whether the room is already in this turn's flush list. */
   dirty = false;
 
+  /** A room continuing from `lastSeq` (0 for a new one). */
   constructor(name: string, lastSeq: number) {
     this.name = name;
     this.seq = lastSeq;
@@ -93,8 +98,11 @@ export class Room {
 export interface HubOptions {
   /** Unsent bytes a member may have before it is evicted. */
   maxBufferedBytes: number;
+  /** Where chat messages are kept for joins and reconnects. */
   history: HistoryStore;
+  /** Counters the hub bumps. */
   metrics: Metrics;
+  /** Where evictions are reported. */
   logger: Logger;
 }
 
@@ -107,6 +115,7 @@ export class Hub {
   #timer: ReturnType<typeof setImmediate> | null = null;
   #stopped = false;
 
+  /** A hub with no rooms yet. */
   constructor(opts: HubOptions) {
     this.#opts = opts;
   }
@@ -271,7 +280,7 @@ export class Hub {
     for (const room of this.#rooms.values()) yield* room.members;
   }
 
-  #enqueue(room: Room, event: Pending): void {
+  #enqueue(room: Room, event: PendingEvent): void {
     room.pending.push(event);
     if (!room.dirty) {
       room.dirty = true;
@@ -374,7 +383,7 @@ export class Hub {
 }
 
 /** Pending entries that are not chat messages (join, leave, nick). */
-function countEvents(events: Pending[]): number {
+function countEvents(events: PendingEvent[]): number {
   let n = 0;
   for (const ev of events) if (ev.rec === null) n++;
   return n;

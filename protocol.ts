@@ -88,18 +88,23 @@ export function exceedsBytes(s: string, max: number): boolean {
 
 /** A chat message to the client's room. */
 export interface SendMessage {
+  /** Discriminant. */
   type: "message";
+  /** Cleaned text, never empty. */
   text: string;
 }
 
 /** A request to change the client's nickname. */
 export interface NickRequest {
+  /** Discriminant. */
   type: "nick";
+  /** A valid name (see {@link checkName}). */
   name: string;
 }
 
 /** A request for the room's member list. */
 export interface WhoRequest {
+  /** Discriminant. */
   type: "who";
 }
 
@@ -118,8 +123,11 @@ export type ErrorCode =
 
 /** A client frame that could not be accepted; the connection stays open. */
 export interface ProtocolError {
+  /** Discriminant. */
   type: "error";
+  /** What went wrong, for programs. */
   code: ErrorCode;
+  /** What went wrong, for people. */
   message: string;
 }
 
@@ -189,9 +197,11 @@ export interface ChatRecord {
 
 /** The first message of every JSON connection. */
 export interface Welcome {
+  /** Discriminant. */
   type: "welcome";
   /** This connection's name. */
   you: string;
+  /** The room joined. */
   room: string;
   /** Names of the members, this connection included; at most 200. */
   members: string[];

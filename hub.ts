@@ -262,7 +262,12 @@ export class Hub {
    * Removes a member at once (nothing more is queued for it) and has it
    * closed with `code`.
    */
-  evict(member: Member, reason: EvictionReason, code: number, text: string) {
+  evict(
+    member: Member,
+    reason: EvictionReason,
+    code: number,
+    text: string,
+  ): void {
     if (!member.room) return;
     // Lines already queued for it (such as the error that explains this
     // close) still go out, except to a slow consumer, which cannot take them.
@@ -355,7 +360,12 @@ export class Hub {
    * Sends `shared` (plus the member's own pending lines, first) as one frame,
    * unless the member is already too far behind.
    */
-  #send(member: Member, shared: string, bytes: number, messages: number) {
+  #send(
+    member: Member,
+    shared: string,
+    bytes: number,
+    messages: number,
+  ): void {
     let frame = shared;
     if (member.outbox) {
       const own = member.outbox.join("\n");

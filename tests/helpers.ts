@@ -225,8 +225,8 @@ export interface ServerProcess {
   ws: string;
   /** Everything the process wrote to stderr so far. */
   stderr(): string;
-  /** Sends SIGTERM (if still running) and waits for the exit status. */
-  stop(): Promise<Deno.CommandStatus>;
+  /** Sends `signal` (if still running) and waits for the exit status. */
+  stop(signal?: Deno.Signal): Promise<Deno.CommandStatus>;
 }
 
 const MAIN = new URL("../main.ts", import.meta.url).pathname;
@@ -279,10 +279,10 @@ export async function spawnServer(
     http: `http://127.0.0.1:${port}`,
     ws: `ws://127.0.0.1:${port}`,
     stderr: () => err,
-    stop() {
+    stop(signal: Deno.Signal = "SIGTERM") {
       stopped ??= (async () => {
         try {
-          child.kill("SIGTERM");
+          child.kill(signal);
         } catch (e) {
           if (!(e instanceof TypeError)) throw e;
         }
@@ -293,6 +293,14 @@ export async function spawnServer(
       return stopped;
     },
   };
+}
+
+/** A loopback port that was free a moment ago. */
+export function freePort(): number {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const { port } = listener.addr;
+  listener.close();
+  return port;
 }
 
 /** Resident memory of a process in bytes, from /proc. */

@@ -1,0 +1,55 @@
+import assert from "node:assert/strict";
+import { JSON_SUBPROTOCOL } from "../protocol.ts";
+import { connect, freePort, spawnServer, within } from "./helpers.ts";
+
+Deno.test("kill -9 and restart without --data: a reconnect is told its since is void", async () => {
+  const port = freePort();
+  const first = await spawnServer(["--port", String(port)]);
+  let epoch: unknown;
+  try {
+    const a = await connect(`${first.ws}/ws?room=r`, JSON_SUBPROTOCOL);
+    await a.waitLines(1);
+    epoch = a.messages[0].epoch;
+    for (let i = 1; i <= 3; i++) {
+      a.send(JSON.stringify({ type: "message", text: `old ${i}` }));
+    }
+    await a.waitFor(() => a.lines.some((l) => l.includes("old 3")), "old 3");
+    const status = await first.stop("SIGKILL");
+    assert.equal(status.signal, "SIGKILL");
+    // No close frame from a killed server: an unclean close (browsers say
+    // 1006; Deno's client reports code 0).
+    const ev = await within(a.closed, "close after kill");
+    assert.equal(ev.wasClean, false);
+    assert.ok(ev.code === 1006 || ev.code === 0, String(ev.code));
+  } finally {
+    await first.stop();
+  }
+
+  const second = await spawnServer(["--port", String(port)]);
+  try {
+    const writer = await connect(`${second.ws}/ws?room=r`, JSON_SUBPROTOCOL);
+    await writer.waitLines(1);
+    writer.send(JSON.stringify({ type: "message", text: "new 1" }));
+    await writer.waitFor(
+      () => writer.lines.some((l) => l.includes("new 1")),
+      "new 1",
+    );
+    // The old client comes back with its last seq (3) and the old epoch.
+    const back = await connect(
+      `${second.ws}/ws?room=r&since=3&epoch=${epoch}`,
+      JSON_SUBPROTOCOL,
+    );
+    await back.waitLines(1);
+    const w = back.messages[0];
+    assert.notEqual(w.epoch, epoch);
+    assert.equal(w.gap, true);
+    assert.deepEqual(
+      (w.history as { text: string }[]).map((m) => m.text),
+      ["new 1"],
+    );
+    await back.close();
+    await writer.close();
+  } finally {
+    assert.equal((await second.stop()).code, 0);
+  }
+});

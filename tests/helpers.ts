@@ -11,6 +11,14 @@ import { createHubbub, type Hubbub, type HubbubOptions } from "../mod.ts";
 /** How long any single wait in a test may take before it fails. */
 export const WAIT_MS = 10_000;
 
+/** Headers of a valid WebSocket upgrade, for requests made with fetch. */
+export const UPGRADE_HEADERS = {
+  upgrade: "websocket",
+  connection: "Upgrade",
+  "sec-websocket-key": "dGhlIHNhbXBsZSBub25jZQ==",
+  "sec-websocket-version": "13",
+};
+
 /** Rejects after `ms` with a message naming what was awaited. */
 export function within<T>(
   promise: Promise<T>,

@@ -1,12 +1,11 @@
 import assert from "node:assert/strict";
-import { connect, startServer, TestSocket, within } from "./helpers.ts";
-
-const UPGRADE_HEADERS = {
-  upgrade: "websocket",
-  connection: "Upgrade",
-  "sec-websocket-key": "dGhlIHNhbXBsZSBub25jZQ==",
-  "sec-websocket-version": "13",
-};
+import {
+  connect,
+  startServer,
+  TestSocket,
+  UPGRADE_HEADERS,
+  within,
+} from "./helpers.ts";
 
 Deno.test("GET / serves the page as html", async () => {
   const srv = await startServer();

@@ -8,6 +8,7 @@ import {
   startServer,
   type TestServer,
   type TestSocket,
+  UPGRADE_HEADERS,
   within,
 } from "./helpers.ts";
 
@@ -314,12 +315,7 @@ Deno.test("json: ?since=SEQ returns exactly the missed messages; too old says ga
       const q of ["since=-1", "since=", "since=0x10", "since=1e2", "epoch=%20"]
     ) {
       const bad = await fetch(`${srv.http}/ws?${q}`, {
-        headers: {
-          upgrade: "websocket",
-          connection: "Upgrade",
-          "sec-websocket-key": "dGhlIHNhbXBsZSBub25jZQ==",
-          "sec-websocket-version": "13",
-        },
+        headers: UPGRADE_HEADERS,
       });
       assert.equal(bad.status, 400, q);
       await bad.body?.cancel();

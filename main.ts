@@ -39,6 +39,13 @@ export async function main(args: string[]): Promise<number> {
   const config = parsed.config;
   const logger = createLogger(config.logFormat);
   const hubbub = createHubbub({ ...config, logger });
+  // Listen for signals before announcing the port: a SIGTERM right after
+  // "listening on" must still shut down gracefully.
+  const stopSignal = new Promise<Deno.Signal>((resolve) => {
+    for (const sig of ["SIGINT", "SIGTERM"] as const) {
+      Deno.addSignalListener(sig, () => resolve(sig));
+    }
+  });
   const server = Deno.serve({
     port: config.port,
     hostname: config.hostname,
@@ -53,11 +60,7 @@ export async function main(args: string[]): Promise<number> {
     },
   }, hubbub.handler);
 
-  const signal = await new Promise<Deno.Signal>((resolve) => {
-    for (const sig of ["SIGINT", "SIGTERM"] as const) {
-      Deno.addSignalListener(sig, () => resolve(sig));
-    }
-  });
+  const signal = await stopSignal;
   logger.log("info", "stopping", { signal });
   const timeoutMs = config.shutdownTimeout * 1000;
   const deadline = setTimeout(() => {

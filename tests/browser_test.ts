@@ -87,6 +87,13 @@ Deno.test({
       ]);
       assert.deepEqual(await texts(alice), ["hello bob", "hi alice"]);
       await alice.screenshot({ path: `${ARTIFACTS}chat-two-pages.png` });
+      // A phone-sized window: the list is hidden, the header keeps the count.
+      await bob.setViewportSize({ width: 390, height: 700 });
+      assert.match(
+        String(await bob.locator("#who").textContent()),
+        /bob in lobby, 2 here/,
+      );
+      await bob.screenshot({ path: `${ARTIFACTS}chat-phone.png` });
       await bob.close();
       await alice.locator("#log .notice", { hasText: "bob left" }).waitFor();
       assert.deepEqual(await alice.locator("#members li").allTextContents(), [

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { spawnServer } from "./helpers.ts";
 
 const MAIN = new URL("../main.ts", import.meta.url).pathname;
 
@@ -30,4 +31,22 @@ Deno.test("main: --help lists the flags and exits 0", async () => {
   assert.equal(r.code, 0);
   assert.match(r.stdout, /--port/);
   assert.match(r.stdout, /HUBBUB_MAX_BUFFERED_BYTES/);
+});
+
+Deno.test("main: --log-format json writes one JSON object per log line", async () => {
+  const srv = await spawnServer(["--log-format", "json"]);
+  const status = await srv.stop();
+  assert.equal(status.code, 0);
+  const lines = srv.stderr().trim().split("\n");
+  const events = lines.map((l) => JSON.parse(l));
+  assert.deepEqual(events.map((e) => e.msg), [
+    "started",
+    "stopping",
+    "stopped",
+  ]);
+  for (const e of events) {
+    assert.equal(typeof e.time, "string");
+    assert.equal(e.level, "info");
+  }
+  assert.equal(events[0].port, srv.port);
 });

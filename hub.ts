@@ -333,25 +333,27 @@ export class Hub {
     room.dirty = false;
     room.flushedSeq = room.seq;
 
+    const withJson = room.jsonMembers > 0;
     let plain = "";
     let plainCount = 0;
     let json = "";
+    let chatCount = 0;
     for (const ev of events) {
+      if (ev.rec !== null) chatCount++;
       if (ev.plain !== null && ev.plain !== "") {
         plain = plainCount === 0 ? ev.plain : plain + "\n" + ev.plain;
         plainCount++;
       }
-      if (room.jsonMembers > 0) {
+      if (withJson) {
         const line = ev.json ?? encodeChat(room.name, ev.rec!);
         json = json === "" ? line : json + "\n" + line;
       }
     }
     const plainBytes = plainCount > 0 ? utf8Length(plain) : 0;
     const jsonBytes = json === "" ? 0 : utf8Length(json);
-    const messages = events.length - countEvents(events);
 
     for (const member of room.members) {
-      if (member.json) this.#send(member, json, jsonBytes, messages);
+      if (member.json) this.#send(member, json, jsonBytes, chatCount);
       else this.#send(member, plain, plainBytes, plainCount);
     }
   }
@@ -390,13 +392,6 @@ export class Hub {
     metrics.bytesOut += bytes;
     metrics.messagesDelivered += messages;
   }
-}
-
-/** Pending entries that are not chat messages (join, leave, nick). */
-function countEvents(events: PendingEvent[]): number {
-  let n = 0;
-  for (const ev of events) if (ev.rec === null) n++;
-  return n;
 }
 
 /** Up to `limit` member names, without copying a large room's whole list. */

@@ -11,8 +11,6 @@ export type EvictionReason = "slow_consumer" | "idle_timeout" | "rate_limit";
 
 /** The counters of one hubbub instance. */
 export class Metrics {
-  /** Open chat and echo sockets. */
-  connections = 0;
   /** Chat messages accepted from clients. */
   messagesReceived = 0;
   /** Chat messages handed to members (one message to one member counts 1). */
@@ -53,8 +51,10 @@ export class Metrics {
     this.closes.set(label, (this.closes.get(label) ?? 0) + 1);
   }
 
-  /** Prometheus text exposition; `gauges` come from the hub at scrape time. */
-  render(gauges: { rooms: number; historyMessages: number }): string {
+  /** Prometheus text exposition; `gauges` are read from their owners at scrape time. */
+  render(
+    gauges: { connections: number; rooms: number; historyMessages: number },
+  ): string {
     const out: string[] = [];
     const metric = (
       name: string,
@@ -69,7 +69,7 @@ export class Metrics {
     };
     metric("hubbub_connections", "gauge", "Open WebSocket connections.", [[
       "",
-      this.connections,
+      gauges.connections,
     ]]);
     metric("hubbub_rooms", "gauge", "Rooms with at least one member.", [[
       "",

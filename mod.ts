@@ -122,15 +122,9 @@ export function createHubbub(options: HubbubOptions = {}): Hubbub {
   let closing = false;
   let guestNumber = 0;
 
-  function track(socket: WebSocket): void {
-    metrics.connections++;
-    sockets.add(socket);
-  }
-
   /** Idempotent: Deno may dispatch close more than once. */
   function untrack(socket: WebSocket, code: number): void {
     if (!sockets.delete(socket)) return;
-    metrics.connections--;
     metrics.closed(code);
   }
 
@@ -172,7 +166,7 @@ export function createHubbub(options: HubbubOptions = {}): Hubbub {
       idleTimeout,
       ...(json ? { protocol: JSON_SUBPROTOCOL } : {}),
     });
-    track(socket);
+    sockets.add(socket);
     const requested = checkName(url.searchParams.get("name") ?? "");
     const name = "name" in requested
       ? requested.name
@@ -188,7 +182,7 @@ export function createHubbub(options: HubbubOptions = {}): Hubbub {
     if (refused) return refused;
     const { socket, response } = Deno.upgradeWebSocket(req, { idleTimeout });
     socket.binaryType = "arraybuffer";
-    track(socket);
+    sockets.add(socket);
     let evicted = false;
     socket.onclose = (ev) => {
       if (evicted) metrics.evictedUnclosed--;
@@ -246,7 +240,7 @@ export function createHubbub(options: HubbubOptions = {}): Hubbub {
         return readOnly(req, () =>
           Response.json({
             status: closing ? "stopping" : "ok",
-            connections: metrics.connections,
+            connections: sockets.size,
             rooms: hub.roomCount,
             uptime: Math.round(metrics.uptimeSeconds() * 1000) / 1000,
           }));
@@ -254,6 +248,7 @@ export function createHubbub(options: HubbubOptions = {}): Hubbub {
         return readOnly(req, () =>
           new Response(
             metrics.render({
+              connections: sockets.size,
               rooms: hub.roomCount,
               historyMessages: history.size(),
             }),

@@ -134,8 +134,10 @@ export class Client implements Member {
     });
     // May never complete against a peer that stopped reading
     // (denoland/deno#27924): the close frame queues behind unsent data.
-    // Nothing else references this client, so what stays pinned is the
-    // socket's own buffer, bounded by --max-buffered-bytes plus one frame.
+    // The hub no longer knows this client and queues nothing more for it;
+    // until Deno reports the close, what stays pinned is this small object
+    // and the socket's send buffer, bounded by --max-buffered-bytes plus one
+    // frame.
     this.socket.close(code, text);
   }
 

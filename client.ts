@@ -53,6 +53,14 @@ export interface ClientContext {
   limits: ClientLimits;
   /** Called once when the socket has closed, with its close code. */
   untrack(socket: WebSocket, code: number): void;
+  /** Counts, logs and closes a socket the server gave up on. */
+  evictSocket(
+    socket: WebSocket,
+    reason: EvictionReason,
+    code: number,
+    text: string,
+    client?: number,
+  ): void;
 }
 
 let nextId = 1;
@@ -73,8 +81,6 @@ export class Client implements Member {
   #refilledAt = 0;
   /** Messages refused since the last accepted one. */
   #refused = 0;
-  #evicted = false;
-  #closed = false;
 
   /** Binds to `socket` and joins the hub once the socket opens. */
   constructor(
@@ -124,25 +130,17 @@ export class Client implements Member {
 
   /** Called by the hub after it removed this client against its will. */
   evicted(reason: EvictionReason, code: number, text: string): void {
-    if (this.#evicted || this.#closed) return;
-    this.#evicted = true;
-    this.#ctx.metrics.evictedUnclosed++;
-    this.#ctx.logger.log("warn", "client evicted", {
-      client: this.id,
-      reason,
-      code,
-    });
     // May never complete against a peer that stopped reading
     // (denoland/deno#27924): the close frame queues behind unsent data.
     // The hub no longer knows this client and queues nothing more for it;
     // until Deno reports the close, what stays pinned is this small object
     // and the socket's send buffer, bounded by --max-buffered-bytes plus one
     // frame.
-    this.socket.close(code, text);
+    this.#ctx.evictSocket(this.socket, reason, code, text, this.id);
   }
 
   #onMessage(data: unknown): void {
-    if (this.#evicted || !this.room) return;
+    if (!this.room) return; // evicted, closed by us, or not yet open
     const { hub, limits } = this.#ctx;
     if (typeof data !== "string") {
       this.#closeNow(1003, "binary frames are not accepted");
@@ -216,14 +214,14 @@ export class Client implements Member {
     this.socket.close(code, reason);
   }
 
-  /** Deno may dispatch close more than once; only the first one counts. */
+  /**
+   * Deno may dispatch close more than once: every step is idempotent, and
+   * the timeout is counted only while the client is still in a room.
+   */
   #onClose(code: number, reason: string): void {
-    if (this.#closed) return;
-    this.#closed = true;
     const { hub, metrics, logger } = this.#ctx;
     this.#ctx.untrack(this.socket, code);
-    if (this.#evicted) metrics.evictedUnclosed--;
-    else if (code === 1001 && reason === IDLE_CLOSE_REASON && this.room) {
+    if (code === 1001 && reason === IDLE_CLOSE_REASON && this.room) {
       metrics.evicted("idle_timeout");
       logger.log("info", "client timed out", { client: this.id });
     }

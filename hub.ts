@@ -16,7 +16,6 @@
  */
 
 import type { HistoryStore } from "./history.ts";
-import type { Logger } from "./log.ts";
 import type { EvictionReason, Metrics } from "./metrics.ts";
 import {
   type ChatRecord,
@@ -102,8 +101,6 @@ export interface HubOptions {
   history: HistoryStore;
   /** Counters the hub bumps. */
   metrics: Metrics;
-  /** Where evictions are reported. */
-  logger: Logger;
 }
 
 /** Owns every room and decides who receives what, in which order. */
@@ -276,7 +273,6 @@ export class Hub {
       if (!member.room) return; // that send found it too slow and evicted it
     }
     this.leave(member);
-    this.#opts.metrics.evicted(reason);
     member.evicted(reason, code, text);
   }
 
@@ -379,10 +375,6 @@ export class Hub {
     const socket = member.socket;
     if (socket.readyState !== WebSocket.OPEN) return;
     if (socket.bufferedAmount > this.#opts.maxBufferedBytes) {
-      this.#opts.logger.log("warn", "evicted slow consumer", {
-        client: member.id,
-        buffered: socket.bufferedAmount,
-      });
       this.evict(member, "slow_consumer", 1008, "slow consumer");
       return;
     }

@@ -21,8 +21,6 @@ export class Metrics {
   bytesOut = 0;
   /** Messages refused by the rate limit. */
   rateLimited = 0;
-  /** Evicted sockets whose close has not completed (denoland/deno#27924). */
-  evictedUnclosed = 0;
   /** Upgrades refused because of `--max-connections`. */
   rejectedConnections = 0;
   /** Evictions by reason. */
@@ -53,7 +51,12 @@ export class Metrics {
 
   /** Prometheus text exposition; `gauges` are read from their owners at scrape time. */
   render(
-    gauges: { connections: number; rooms: number; historyMessages: number },
+    gauges: {
+      connections: number;
+      rooms: number;
+      historyMessages: number;
+      evictedUnclosed: number;
+    },
   ): string {
     const out: string[] = [];
     const metric = (
@@ -129,7 +132,7 @@ export class Metrics {
       "hubbub_evicted_unclosed_sockets",
       "gauge",
       "Evicted sockets still waiting for their close to complete.",
-      [["", this.evictedUnclosed]],
+      [["", gauges.evictedUnclosed]],
     );
     metric(
       "hubbub_history_messages",

@@ -22,7 +22,7 @@ import { Client, type ClientLimits } from "./client.ts";
 import { MemoryHistory } from "./history.ts";
 import { Hub } from "./hub.ts";
 import { type Logger, silentLogger } from "./log.ts";
-import { Metrics } from "./metrics.ts";
+import { type EvictionReason, Metrics } from "./metrics.ts";
 import {
   checkName,
   DEFAULT_ROOM,
@@ -106,12 +106,7 @@ export function createHubbub(options: HubbubOptions = {}): Hubbub {
   const metrics = new Metrics();
   const history = new MemoryHistory(options.history ?? 100);
   const maxBufferedBytes = options.maxBufferedBytes ?? 1 << 20;
-  const hub = new Hub({
-    maxBufferedBytes,
-    history,
-    metrics,
-    logger,
-  });
+  const hub = new Hub({ maxBufferedBytes, history, metrics });
   const limits: ClientLimits = {
     maxMessageBytes: options.maxMessageBytes ?? 16 << 10,
     rateLimit: options.rateLimit ?? 20,
@@ -122,13 +117,36 @@ export function createHubbub(options: HubbubOptions = {}): Hubbub {
   let closing = false;
   let guestNumber = 0;
 
+  /** Evicted sockets whose close Deno has not reported (denoland/deno#27924). */
+  const evictedSockets = new Set<WebSocket>();
+
   /** Idempotent: Deno may dispatch close more than once. */
   function untrack(socket: WebSocket, code: number): void {
     if (!sockets.delete(socket)) return;
+    evictedSockets.delete(socket);
     metrics.closed(code);
   }
 
-  const ctx = { hub, metrics, logger, limits, untrack };
+  /** The one way chat and echo sockets are evicted: counted, logged, closed. */
+  function evictSocket(
+    socket: WebSocket,
+    reason: EvictionReason,
+    code: number,
+    text: string,
+    client?: number,
+  ): void {
+    metrics.evicted(reason);
+    evictedSockets.add(socket);
+    logger.log("warn", "client evicted", {
+      reason,
+      code,
+      buffered: socket.bufferedAmount,
+      ...(client === undefined ? {} : { client }),
+    });
+    socket.close(code, text);
+  }
+
+  const ctx = { hub, metrics, logger, limits, untrack, evictSocket };
 
   /** The checks after request validation that every socket route shares. */
   function refuseAccess(req: Request): Response | null {
@@ -183,15 +201,10 @@ export function createHubbub(options: HubbubOptions = {}): Hubbub {
     const { socket, response } = Deno.upgradeWebSocket(req, { idleTimeout });
     socket.binaryType = "arraybuffer";
     sockets.add(socket);
-    let evicted = false;
-    socket.onclose = (ev) => {
-      if (evicted) metrics.evictedUnclosed--;
-      evicted = false;
-      untrack(socket, ev.code);
-    };
+    socket.onclose = (ev) => untrack(socket, ev.code);
     socket.onmessage = (ev: MessageEvent<unknown>) => {
       const data = ev.data;
-      if (evicted) return;
+      if (socket.readyState !== WebSocket.OPEN) return;
       if (typeof data !== "string" && !(data instanceof ArrayBuffer)) return;
       const tooBig = typeof data === "string"
         ? exceedsBytes(data, maxEchoBytes)
@@ -199,11 +212,7 @@ export function createHubbub(options: HubbubOptions = {}): Hubbub {
       if (tooBig) {
         socket.close(1009, "message too big");
       } else if (socket.bufferedAmount > maxBufferedBytes) {
-        evicted = true;
-        metrics.evicted("slow_consumer");
-        metrics.evictedUnclosed++;
-        logger.log("warn", "echo client evicted", { reason: "slow_consumer" });
-        socket.close(1008, "slow consumer");
+        evictSocket(socket, "slow_consumer", 1008, "slow consumer");
       } else {
         socket.send(data);
       }
@@ -249,6 +258,7 @@ export function createHubbub(options: HubbubOptions = {}): Hubbub {
           new Response(
             metrics.render({
               connections: sockets.size,
+              evictedUnclosed: evictedSockets.size,
               rooms: hub.roomCount,
               historyMessages: history.size(),
             }),

@@ -169,11 +169,7 @@ export class Hub {
       );
     }
     if (room.members.size > LARGE_ROOM) return;
-    this.#enqueue(room, {
-      plain: null,
-      rec: null,
-      json: encodeMembership("join", member.name, Date.now()),
-    });
+    this.#announce(room, encodeMembership("join", member.name, Date.now()));
   }
 
   /** Removes a member from its room; the others hear a `leave`. Idempotent. */
@@ -190,11 +186,7 @@ export class Hub {
       return;
     }
     if (room.members.size >= LARGE_ROOM) return;
-    this.#enqueue(room, {
-      plain: null,
-      rec: null,
-      json: encodeMembership("leave", member.name, Date.now()),
-    });
+    this.#announce(room, encodeMembership("leave", member.name, Date.now()));
   }
 
   /** Accepts a chat message from a member: it gets the room's next seq. */
@@ -224,11 +216,7 @@ export class Hub {
     room.names.delete(old);
     room.names.set(name, member);
     member.name = name;
-    this.#enqueue(room, {
-      plain: null,
-      rec: null,
-      json: encodeNick(old, name, Date.now()),
-    });
+    this.#announce(room, encodeNick(old, name, Date.now()));
   }
 
   /** Sends a member the room's member list. */
@@ -279,6 +267,11 @@ export class Hub {
   /** Members of every room, for shutdown. */
   *members(): Iterable<Member> {
     for (const room of this.#rooms.values()) yield* room.members;
+  }
+
+  /** Queues a room event that only JSON members see (join, leave, nick). */
+  #announce(room: Room, json: string): void {
+    this.#enqueue(room, { plain: null, rec: null, json });
   }
 
   #enqueue(room: Room, event: PendingEvent): void {

@@ -73,6 +73,7 @@ export class Client implements Member {
   name: string;
   room: Room | null = null;
   outbox: string[] | null = null;
+  cursor = 0;
 
   readonly #ctx: ClientContext;
   /** Where to join once the socket opens. */

@@ -1,16 +1,22 @@
 /**
  * The hub: rooms, their members, the order of messages, and delivery.
  *
- * Delivery is batched per event-loop turn. Accepting a message only appends
- * it to its room's pending list; one flush per turn then builds each room's
- * outgoing frame once per wire format (plain lines or JSON lines joined by
- * `\n`) and hands the same string to every member, so a member gets at most
- * one frame per turn however many messages arrived. This is the classic Go
- * writer's batching moved from per-connection goroutines to the event loop:
- * `send()` calls, frames and allocations scale with members × turns instead
- * of members × messages, which is what lets one Deno isolate outrun the Go
- * and Bun reference hubs. Nothing on this path awaits: a slow member can
- * only grow its own socket buffer, and is evicted once that passes the limit.
+ * Accepting a message only appends it to its room's log. Delivery walks the
+ * room's members in passes: visiting a member sends it, as one frame,
+ * everything in the log it has not had yet (plain lines or JSON lines joined
+ * by `\n`), and moves its cursor to the log's end. This is the classic Go
+ * writer's batching ("send everything queued as one frame") moved from
+ * per-connection goroutines to the event loop: `send()` calls and frames
+ * scale with members × visits instead of members × messages, and members
+ * visited in the same turn share one frame string, built once per format.
+ *
+ * A pass visits at most {@link VISITS_PER_TURN} members per event-loop turn
+ * and then yields, so the writes already queued go out and messages that
+ * arrived meanwhile ride along with the members not yet visited. Sending to
+ * everyone in one go would make a message that arrives during a long pass
+ * wait for the whole pass before its own begins: up to two passes of latency
+ * instead of one. Nothing on this path awaits: a slow member can only grow
+ * its own socket buffer, and is evicted once that passes the limit.
  *
  * @module
  */
@@ -38,6 +44,14 @@ import {
  */
 export const LARGE_ROOM = 200;
 
+/**
+ * Members a pass visits before it yields to the event loop. Each visit is
+ * at most one `send()`, a few microseconds of mostly kernel time on
+ * loopback; 256 of them keep a turn around a millisecond or two, so reads
+ * and writes interleave finely while the cost of a turn stays negligible.
+ */
+export const VISITS_PER_TURN = 256;
+
 /** What the hub needs of a connection; {@link Client} is the real one. */
 export interface Member {
   /** Unique per process, for logs. */
@@ -52,21 +66,37 @@ export interface Member {
   room: Room | null;
   /** Lines for this member alone, sent with its next frame. */
   outbox: string[] | null;
+  /** Index in its room's log of the first event it has not been sent. */
+  cursor: number;
   /** Called once when the hub removes the member against its will. */
   evicted(reason: EvictionReason, code: number, text: string): void;
 }
 
-/** One event waiting for this turn's flush. */
-export interface PendingEvent {
+/** One room event not yet delivered to every member. */
+export interface LogEvent {
   /** Line for plain clients; null for events they do not see. */
   plain: string | null;
-  /** A chat message, encoded for JSON clients only if any are present. */
+  /** The chat message, for events that are one. */
   rec: ChatRecord | null;
-  /** A ready JSON line for non-message events. */
+  /** The JSON line; for a chat message, encoded when a JSON member needs it. */
   json: string | null;
 }
 
-/** A room: its members, names and the messages accepted this turn. */
+/** What the members visited with the same part of the log are sent. */
+interface Batch {
+  /** Plain lines joined by `\n`; empty when none are for plain clients. */
+  plain: string;
+  plainBytes: number;
+  /** Chat messages in `plain`. */
+  plainMessages: number;
+  /** JSON lines joined by `\n`; built only when the room has JSON members. */
+  json: string;
+  jsonBytes: number;
+  /** Chat messages in `json`. */
+  jsonMessages: number;
+}
+
+/** A room: its members, names, and the events on their way to them. */
 export class Room {
   /** The room's name, as in `?room=`. */
   readonly name: string;
@@ -76,20 +106,35 @@ export class Room {
   readonly names = new Map<string, Member>();
   /** Members speaking JSON; the JSON frame is built only when non-zero. */
   jsonMembers = 0;
-  /** Newest seq accepted. */
+  /** Newest seq accepted; history up to here is what a joiner gets. */
   seq: number;
-  /** Newest seq already flushed; history up to here is what a joiner gets. */
-  flushedSeq: number;
-  /** Events accepted this turn, not yet flushed. */
-  pending: PendingEvent[] = [];
-  /** Whether the room is already in this turn's flush list. */
-  dirty = false;
+  /**
+   * Events some member has not been sent yet. `log[0]` has index
+   * `logStart`; indices only grow, and members' cursors point into them.
+   */
+  log: LogEvent[] = [];
+  /** Index of `log[0]`. */
+  logStart = 0;
+  /** Members still to visit in the pass under way; null between passes. */
+  pass: Iterator<Member> | null = null;
+  /** The log's end when the current pass began. */
+  passEnd = 0;
+  /** Whether the room is in the hub's list of rooms with a pass to run. */
+  active = false;
+  /** Batches by first index, all ending at {@link batchEnd}. */
+  readonly batches = new Map<number, Batch>();
+  /** The log end the cached batches run to. */
+  batchEnd = -1;
 
   /** A room continuing from `lastSeq` (0 for a new one). */
   constructor(name: string, lastSeq: number) {
     this.name = name;
     this.seq = lastSeq;
-    this.flushedSeq = lastSeq;
+  }
+
+  /** Index one past the newest event. */
+  get logEnd(): number {
+    return this.logStart + this.log.length;
   }
 }
 
@@ -107,7 +152,7 @@ export interface HubOptions {
 export class Hub {
   readonly #rooms = new Map<string, Room>();
   readonly #opts: HubOptions;
-  #dirtyRooms: Room[] = [];
+  #activeRooms: Room[] = [];
   #dirtyMembers: Member[] = [];
   #timer: ReturnType<typeof setImmediate> | null = null;
   #stopped = false;
@@ -141,18 +186,14 @@ export class Hub {
     }
     member.name = uniqueName(room, member.name);
     member.room = room;
+    member.cursor = room.logEnd;
     room.members.add(member);
     room.names.set(member.name, member);
     if (member.json) {
       room.jsonMembers++;
-      // History stops at flushedSeq: newer messages are still pending and
-      // reach the new member in this turn's frame, after the welcome.
-      const slice = this.#opts.history.read(
-        room.name,
-        since,
-        epoch,
-        room.flushedSeq,
-      );
+      // Everything accepted so far comes as history; the member's cursor
+      // starts at the log's end, so nothing arrives twice.
+      const slice = this.#opts.history.read(room.name, since, epoch, room.seq);
       this.sendTo(
         member,
         encodeWelcome({
@@ -163,7 +204,7 @@ export class Hub {
           memberCount: room.members.size,
           history: slice.records,
           gap: slice.gap,
-          seq: room.flushedSeq,
+          seq: room.seq,
           epoch: slice.epoch,
         }),
       );
@@ -231,7 +272,7 @@ export class Hub {
     if (member.json) this.sendTo(member, encodeError(code, message));
   }
 
-  /** Queues a line for one member; it goes out with this turn's flush. */
+  /** Queues a line for one member; it goes out in the next turn. */
   sendTo(member: Member, line: string): void {
     if (!member.room) return;
     if (member.outbox) {
@@ -257,7 +298,7 @@ export class Hub {
     // Lines already queued for it (such as the error that explains this
     // close) still go out, except to a slow consumer, which cannot take them.
     if (member.outbox && reason !== "slow_consumer") {
-      this.#send(member, "", 0, 0);
+      this.#visit(member.room, member);
       if (!member.room) return; // that send found it too slow and evicted it
     }
     this.leave(member);
@@ -274,11 +315,11 @@ export class Hub {
     this.#enqueue(room, { plain: null, rec: null, json });
   }
 
-  #enqueue(room: Room, event: PendingEvent): void {
-    room.pending.push(event);
-    if (!room.dirty) {
-      room.dirty = true;
-      this.#dirtyRooms.push(room);
+  #enqueue(room: Room, event: LogEvent): void {
+    room.log.push(event);
+    if (!room.active) {
+      room.active = true;
+      this.#activeRooms.push(room);
       this.#schedule();
     }
   }
@@ -301,50 +342,111 @@ export class Hub {
     // turn of the event loop is accepted before anything is sent. Not
     // setTimeout(0) either: Deno clamps it to a millisecond or more, which
     // is pure added latency.
-    this.#timer = setImmediate(this.#flush);
+    this.#timer = setImmediate(this.#turn);
   }
 
-  #flush = (): void => {
+  #turn = (): void => {
     this.#timer = null;
-    const rooms = this.#dirtyRooms;
     const members = this.#dirtyMembers;
-    this.#dirtyRooms = [];
     this.#dirtyMembers = [];
-    for (const room of rooms) this.#flushRoom(room);
     for (const member of members) {
-      if (member.outbox) this.#send(member, "", 0, 0);
+      if (member.outbox && member.room) this.#visit(member.room, member);
     }
+    const rooms = this.#activeRooms;
+    this.#activeRooms = [];
+    for (const room of rooms) {
+      if (this.#advance(room)) this.#activeRooms.push(room);
+      else room.active = false;
+    }
+    if (this.#activeRooms.length > 0) this.#schedule();
   };
 
-  #flushRoom(room: Room): void {
-    const events = room.pending;
-    room.pending = [];
-    room.dirty = false;
-    room.flushedSeq = room.seq;
+  /**
+   * Runs up to {@link VISITS_PER_TURN} visits of the room's pass, starting
+   * one if none is under way. Returns whether the room needs another turn.
+   */
+  #advance(room: Room): boolean {
+    if (room.pass === null) {
+      room.pass = room.members.values();
+      room.passEnd = room.logEnd;
+    }
+    for (let visits = 0; visits < VISITS_PER_TURN; visits++) {
+      const next = room.pass.next();
+      if (next.done) return this.#endPass(room);
+      this.#visit(room, next.value);
+    }
+    return true;
+  }
+
+  /**
+   * Every member has now been sent the log up to the pass's start (those
+   * who joined since started past it), so that part is dropped. Events that
+   * arrived during the pass need another one.
+   */
+  #endPass(room: Room): boolean {
+    room.pass = null;
+    room.log = room.log.slice(room.passEnd - room.logStart);
+    room.logStart = room.passEnd;
+    room.batches.clear();
+    room.batchEnd = -1;
+    return room.log.length > 0;
+  }
+
+  /** Sends a member its own lines and the log it has not had, as one frame. */
+  #visit(room: Room, member: Member): void {
+    const end = room.logEnd;
+    if (member.cursor === end) {
+      if (member.outbox) this.#send(member, "", 0, 0);
+      return;
+    }
+    const batch = this.#batch(room, member.cursor, end);
+    member.cursor = end;
+    if (member.json) {
+      this.#send(member, batch.json, batch.jsonBytes, batch.jsonMessages);
+    } else {
+      this.#send(member, batch.plain, batch.plainBytes, batch.plainMessages);
+    }
+  }
+
+  /**
+   * The frames for the log from `from` to its end, built once and shared by
+   * every member visited with the same cursor while the log stays as it is.
+   */
+  #batch(room: Room, from: number, end: number): Batch {
+    if (room.batchEnd !== end) {
+      room.batches.clear();
+      room.batchEnd = end;
+    }
+    const cached = room.batches.get(from);
+    if (cached) return cached;
 
     const withJson = room.jsonMembers > 0;
     let plain = "";
-    let plainCount = 0;
+    let plainMessages = 0;
     let json = "";
-    let chatCount = 0;
-    for (const ev of events) {
-      if (ev.rec !== null) chatCount++;
+    let jsonMessages = 0;
+    for (let i = from - room.logStart; i < room.log.length; i++) {
+      const ev = room.log[i];
       if (ev.plain !== null && ev.plain !== "") {
-        plain = plainCount === 0 ? ev.plain : plain + "\n" + ev.plain;
-        plainCount++;
+        plain = plainMessages === 0 ? ev.plain : plain + "\n" + ev.plain;
+        plainMessages++;
       }
       if (withJson) {
-        const line = ev.json ?? encodeChat(room.name, ev.rec!);
+        const line = ev.json ??= encodeChat(room.name, ev.rec!);
         json = json === "" ? line : json + "\n" + line;
+        if (ev.rec !== null) jsonMessages++;
       }
     }
-    const plainBytes = plainCount > 0 ? utf8Length(plain) : 0;
-    const jsonBytes = json === "" ? 0 : utf8Length(json);
-
-    for (const member of room.members) {
-      if (member.json) this.#send(member, json, jsonBytes, chatCount);
-      else this.#send(member, plain, plainBytes, plainCount);
-    }
+    const batch: Batch = {
+      plain,
+      plainBytes: plainMessages > 0 ? utf8Length(plain) : 0,
+      plainMessages,
+      json,
+      jsonBytes: json === "" ? 0 : utf8Length(json),
+      jsonMessages,
+    };
+    room.batches.set(from, batch);
+    return batch;
   }
 
   /**

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { LARGE_ROOM } from "../hub.ts";
+import { LARGE_ROOM, VISITS_PER_TURN } from "../hub.ts";
 import { JSON_SUBPROTOCOL } from "../protocol.ts";
 import {
   closeAll,
@@ -233,6 +233,42 @@ Deno.test("json: coalesced frames carry several messages, one per line", async (
     );
     assert.ok(a.frames.length < 300, `${a.frames.length} frames`);
     await a.close();
+  } finally {
+    await srv.close();
+  }
+});
+
+Deno.test("json: a join while a long delivery pass runs misses nothing and repeats nothing", async () => {
+  const srv = await startServer();
+  try {
+    // Plain members make every pass span several turns.
+    const crowd = await Promise.all(
+      Array.from(
+        { length: 2 * VISITS_PER_TURN + 1 },
+        () => connect(`${srv.ws}/ws?room=busy`),
+      ),
+    );
+    const sender = await joinJson(srv, "?room=busy&name=sender");
+    const joiners: TestSocket[] = [];
+    for (let i = 0; i < 60; i++) {
+      sender.send(JSON.stringify({ type: "message", text: `m${i}` }));
+      if (i % 10 === 5) {
+        joiners.push(await connect(`${srv.ws}/ws?room=busy`, JSON_SUBPROTOCOL));
+      }
+    }
+    for (const j of joiners) {
+      await j.waitFor(
+        () => ofType(j, "message").some((m) => m.text === "m59"),
+        "the last message",
+      );
+      const [welcome] = j.messages;
+      assert.equal(welcome.type, "welcome");
+      const history = welcome.history as Msg[];
+      assert.equal(welcome.seq, history.at(-1)?.seq ?? 0);
+      const seqs = [...history, ...ofType(j, "message")].map((m) => m.seq);
+      assert.deepEqual(seqs, Array.from({ length: 60 }, (_, i) => i + 1));
+    }
+    await closeAll([...crowd, sender, ...joiners]);
   } finally {
     await srv.close();
   }

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { VISITS_PER_TURN } from "../hub.ts";
 import { closeAll, connect, startServer, within } from "./helpers.ts";
 
 Deno.test("plain: every member gets every message, sender included", async () => {
@@ -74,6 +75,35 @@ Deno.test("plain: order is the hub's order for every member", async () => {
     for (let n = 0; n < 4; n++) {
       const own = clients[0].lines.filter((l) => l.startsWith(`c${n}-`));
       assert.deepEqual(own, Array.from({ length: 50 }, (_, i) => `c${n}-${i}`));
+    }
+    await closeAll(clients);
+  } finally {
+    await srv.close();
+  }
+});
+
+Deno.test("plain: a room too big for one turn's visits gets every message once, in order", async () => {
+  const srv = await startServer();
+  try {
+    // Each delivery pass spans at least three turns, and the senders keep
+    // sending while passes are under way.
+    const clients = await Promise.all(
+      Array.from(
+        { length: 2 * VISITS_PER_TURN + 1 },
+        () => connect(`${srv.ws}/ws`),
+      ),
+    );
+    const senders = clients.slice(0, 3);
+    for (let i = 0; i < 20; i++) {
+      for (const [n, c] of senders.entries()) c.send(`s${n}-${i}`);
+      await new Promise((r) => setTimeout(r, 1));
+    }
+    for (const c of clients) await c.waitLines(60);
+    const order = clients[0].lines;
+    for (const c of clients) assert.deepEqual(c.lines, order);
+    for (let n = 0; n < 3; n++) {
+      const own = order.filter((l) => l.startsWith(`s${n}-`));
+      assert.deepEqual(own, Array.from({ length: 20 }, (_, i) => `s${n}-${i}`));
     }
     await closeAll(clients);
   } finally {

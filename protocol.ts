@@ -203,7 +203,10 @@ export interface Welcome {
   you: string;
   /** The room joined. */
   room: string;
-  /** Names of the members, this connection included; at most 200. */
+  /**
+   * Names of the members, this connection included; in a room of more than
+   * 200, only this connection's (ask with `who` for everyone).
+   */
   members: string[];
   /** How many members the room has (may exceed `members.length`). */
   memberCount: number;

@@ -126,7 +126,7 @@ export class Room {
   /** Batches by first index, all ending at {@link batchEnd}. */
   readonly batches = new Map<number, Batch>();
   /** The log end the cached batches run to. */
-  batchEnd = -1;
+  batchEnd: number = -1;
 
   /** A room continuing from `lastSeq` (0 for a new one). */
   constructor(name: string, lastSeq: number) {

@@ -87,7 +87,7 @@ async function startServer(): Promise<{ proc: LineProcess; port: number }> {
   const proc = new LineProcess([
     "run",
     "--allow-net",
-    "--allow-env=HUBBUB_*",
+    "--allow-env=HUBBUB_*,DENO_USE_WRITEV",
     `${root}main.ts`,
     "--port=0",
     "--hostname=127.0.0.1",

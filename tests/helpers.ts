@@ -245,7 +245,7 @@ const MAIN = new URL("../main.ts", import.meta.url).pathname;
  */
 export async function spawnServer(
   args: string[],
-  denoFlags = ["--allow-net", "--allow-env=HUBBUB_*"],
+  denoFlags = ["--allow-net", "--allow-env=HUBBUB_*,DENO_USE_WRITEV"],
 ): Promise<ServerProcess> {
   const child = new Deno.Command(Deno.execPath(), {
     args: ["run", ...denoFlags, MAIN, "--hostname", "127.0.0.1", ...args],

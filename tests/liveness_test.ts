@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { JSON_SUBPROTOCOL } from "../protocol.ts";
 import {
   closeAll,
   connect,
@@ -73,6 +74,54 @@ Deno.test("a peer that never reads is evicted; 20 others get every message; memo
   } finally {
     stuck?.close();
     await closeAll(readers);
+    assert.equal((await srv.stop()).code, 0);
+  }
+});
+
+Deno.test("a socket that was sent a big frame does not keep a buffer that size", async () => {
+  const srv = await spawnServer(["--rate-limit", "0"]);
+  const clients: TestSocket[] = [];
+  try {
+    // 100 messages of 15 KB make every welcome about 1.5 MB.
+    const filler = await connect(`${srv.ws}/ws?room=big`, JSON_SUBPROTOCOL);
+    clients.push(filler);
+    const text = "w".repeat(15_000);
+    for (let i = 0; i < 100; i++) {
+      filler.send(JSON.stringify({ type: "message", text }));
+    }
+    await filler.waitFor(
+      () => filler.lines.filter((l) => l.includes(text)).length === 100,
+      "history filled",
+    );
+    let welcomeBytes = 0;
+    const join = async (n: number) => {
+      for (let i = 0; i < n; i++) {
+        const c = await connect(`${srv.ws}/ws?room=big`, JSON_SUBPROTOCOL);
+        clients.push(c);
+        await c.waitFor(() => c.frames.length > 0, "welcome");
+        welcomeBytes = String(c.frames[0]).length;
+      }
+    };
+    // A first round lets the server's heap settle to its working size, so
+    // that the second measures what each socket keeps.
+    await join(40);
+    const rssBefore = await rssBytes(srv.child.pid);
+    await join(60);
+    const perClient = (await rssBytes(srv.child.pid) - rssBefore) / 60;
+    console.log(
+      `welcome ${(welcomeBytes / 2 ** 20).toFixed(2)} MB; server RSS grew ${
+        (perClient / 2 ** 10).toFixed(0)
+      } KB per client`,
+    );
+    // Without vectored writes Deno keeps a copy of the largest frame per
+    // socket, which made this about 1 welcome per client.
+    assert.ok(welcomeBytes > 1_400_000);
+    assert.ok(
+      perClient < welcomeBytes / 4,
+      "a welcome-sized buffer per client",
+    );
+  } finally {
+    await closeAll(clients);
     assert.equal((await srv.stop()).code, 0);
   }
 });

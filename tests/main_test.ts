@@ -5,7 +5,13 @@ const MAIN = new URL("../main.ts", import.meta.url).pathname;
 
 async function runMain(args: string[]) {
   const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "--allow-net", "--allow-env=HUBBUB_*", MAIN, ...args],
+    args: [
+      "run",
+      "--allow-net",
+      "--allow-env=HUBBUB_*,DENO_USE_WRITEV",
+      MAIN,
+      ...args,
+    ],
     stdout: "piped",
     stderr: "piped",
   }).output();

@@ -112,7 +112,7 @@ export class Client implements Member {
         return;
       case "open": {
         const { hub } = this.#ctx;
-        // Upgraded just before a shutdown began: nobody will flush for it.
+        // Upgraded just before a shutdown began: nothing will be sent to it.
         if (hub.stopped) {
           this.socket.close(1001, "server shutting down");
           return;

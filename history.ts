@@ -30,16 +30,15 @@ export interface HistoryStore {
   /** The seq of the room's newest record, 0 for none. */
   lastSeq(room: string): number;
   /**
-   * Records with `since < seq <= upTo`; without `since`, every record kept
-   * up to `upTo`. When `epoch` is not the room's, or `since` is beyond the
-   * room's last seq, the client's position is meaningless: it gets
-   * everything kept, flagged as a gap.
+   * Records with `seq > since`; without `since`, every record kept. When
+   * `epoch` is not the room's, or `since` is beyond the room's last seq,
+   * the client's position is meaningless: it gets everything kept, flagged
+   * as a gap.
    */
   read(
     room: string,
     since: number | undefined,
     epoch: string | undefined,
-    upTo: number,
   ): HistorySlice;
   /** Records held across all rooms. */
   size(): number;
@@ -104,13 +103,12 @@ export class MemoryHistory implements HistoryStore {
     room: string,
     since: number | undefined,
     epoch: string | undefined,
-    upTo: number,
   ): HistorySlice {
     const entry = this.#use(room);
     this.#trim(room);
     const sameLife = epoch === undefined || epoch === entry.epoch;
     return {
-      ...sliceAfter(entry.records, entry.last, sameLife ? since : -1, upTo),
+      ...sliceAfter(entry.records, entry.last, sameLife ? since : -1),
       epoch: entry.epoch,
     };
   }
@@ -166,12 +164,10 @@ export function sliceAfter(
   kept: readonly ChatRecord[],
   last: number,
   since: number | undefined,
-  upTo: number,
 ): { records: ChatRecord[]; gap: boolean } {
-  const upToKept = kept.filter((r) => r.seq <= upTo);
-  if (since === undefined) return { records: upToKept, gap: false };
-  if (since < 0 || since > last) return { records: upToKept, gap: true };
-  const records = upToKept.filter((r) => r.seq > since);
+  if (since === undefined) return { records: [...kept], gap: false };
+  if (since < 0 || since > last) return { records: [...kept], gap: true };
+  const records = kept.filter((r) => r.seq > since);
   const oldest = kept.length > 0 ? kept[0].seq : last + 1;
-  return { records, gap: since < oldest - 1 && since < upTo };
+  return { records, gap: since < oldest - 1 };
 }

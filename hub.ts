@@ -8,15 +8,16 @@
  * writer's batching ("send everything queued as one frame") moved from
  * per-connection goroutines to the event loop: `send()` calls and frames
  * scale with members × visits instead of members × messages, and members
- * visited in the same turn share one frame string, built once per format.
+ * with the same cursor share one frame string, built once per format.
  *
- * A pass visits at most {@link VISITS_PER_TURN} members per event-loop turn
- * and then yields, so the writes already queued go out and messages that
- * arrived meanwhile ride along with the members not yet visited. Sending to
- * everyone in one go would make a message that arrives during a long pass
- * wait for the whole pass before its own begins: up to two passes of latency
- * instead of one. Nothing on this path awaits: a slow member can only grow
- * its own socket buffer, and is evicted once that passes the limit.
+ * Each event-loop turn makes at most {@link SENDS_PER_TURN} sends, across
+ * all rooms, and then yields, so the writes already queued go out and
+ * messages that arrived meanwhile ride along with the members not yet
+ * visited. Sending to everyone in one go would make a message that arrives
+ * during a long pass wait for the whole pass before its own begins: up to
+ * two passes of latency instead of one. Nothing on this path awaits: a slow
+ * member can only grow its own socket buffer, and is evicted once that
+ * passes the limit.
  *
  * @module
  */
@@ -47,12 +48,12 @@ import {
 export const LARGE_ROOM = 200;
 
 /**
- * Members a pass visits before it yields to the event loop. Each visit is
- * at most one `send()`, a few microseconds of mostly kernel time on
- * loopback; 256 of them keep a turn around a millisecond or two, so reads
- * and writes interleave finely while the cost of a turn stays negligible.
+ * Sends per event-loop turn, all rooms together, before delivery yields.
+ * A send is a few microseconds of mostly kernel time on loopback; 256 keep
+ * a turn around a millisecond or two, so reads and writes interleave finely
+ * while the cost of a turn stays negligible.
  */
-export const VISITS_PER_TURN = 256;
+export const SENDS_PER_TURN = 256;
 
 /** What the hub needs of a connection; {@link Client} is the real one. */
 export interface Member {
@@ -195,7 +196,7 @@ export class Hub {
       room.jsonMembers++;
       // Everything accepted so far comes as history; the member's cursor
       // starts at the log's end, so nothing arrives twice.
-      const slice = this.#opts.history.read(room.name, since, epoch, room.seq);
+      const slice = this.#opts.history.read(room.name, since, epoch);
       this.sendTo(
         member,
         encodeWelcome({
@@ -351,35 +352,50 @@ export class Hub {
 
   #turn = (): void => {
     this.#timer = null;
+    let budget = SENDS_PER_TURN;
     const members = this.#dirtyMembers;
     this.#dirtyMembers = [];
     for (const member of members) {
-      if (member.outbox && member.room) this.#visit(member.room, member);
+      if (member.outbox && member.room && this.#visit(member.room, member)) {
+        budget--;
+      }
     }
+    // Rooms the budget does not reach keep their place at the front; rooms
+    // it reached and that still have work go to the back.
     const rooms = this.#activeRooms;
     this.#activeRooms = [];
+    const again: Room[] = [];
     for (const room of rooms) {
-      if (this.#advance(room)) this.#activeRooms.push(room);
-      else room.active = false;
+      if (budget <= 0) {
+        this.#activeRooms.push(room);
+        continue;
+      }
+      budget = this.#advance(room, budget);
+      if (room.active) again.push(room);
     }
+    this.#activeRooms.push(...again);
     if (this.#activeRooms.length > 0) this.#schedule();
   };
 
   /**
-   * Runs up to {@link VISITS_PER_TURN} visits of the room's pass, starting
-   * one if none is under way. Returns whether the room needs another turn.
+   * Runs the room's pass, starting one if none is under way, until it ends
+   * or `budget` sends are made; marks the room inactive when nothing is left
+   * to deliver. Returns the budget left.
    */
-  #advance(room: Room): boolean {
+  #advance(room: Room, budget: number): number {
     if (room.pass === null) {
       room.pass = room.members.values();
       room.passEnd = room.logEnd;
     }
-    for (let visits = 0; visits < VISITS_PER_TURN; visits++) {
+    while (budget > 0) {
       const next = room.pass.next();
-      if (next.done) return this.#endPass(room);
-      this.#visit(room, next.value);
+      if (next.done) {
+        room.active = this.#endPass(room);
+        return budget;
+      }
+      if (this.#visit(room, next.value)) budget--;
     }
-    return true;
+    return budget;
   }
 
   /**
@@ -396,20 +412,20 @@ export class Hub {
     return room.log.length > 0;
   }
 
-  /** Sends a member its own lines and the log it has not had, as one frame. */
-  #visit(room: Room, member: Member): void {
+  /**
+   * Sends a member its own lines and the log it has not had, as one frame.
+   * Returns whether anything was sent.
+   */
+  #visit(room: Room, member: Member): boolean {
     const end = room.logEnd;
     if (member.cursor === end) {
-      if (member.outbox) this.#send(member, "", 0, 0);
-      return;
+      return member.outbox !== null && this.#send(member, "", 0, 0);
     }
     const batch = this.#batch(room, member.cursor, end);
     member.cursor = end;
-    if (member.json) {
-      this.#send(member, batch.json, batch.jsonBytes, batch.jsonMessages);
-    } else {
-      this.#send(member, batch.plain, batch.plainBytes, batch.plainMessages);
-    }
+    return member.json
+      ? this.#send(member, batch.json, batch.jsonBytes, batch.jsonMessages)
+      : this.#send(member, batch.plain, batch.plainBytes, batch.plainMessages);
   }
 
   /**
@@ -455,14 +471,15 @@ export class Hub {
 
   /**
    * Sends `shared` (plus the member's own pending lines, first) as one frame,
-   * unless the member is already too far behind.
+   * unless the member is already too far behind or the hub has stopped.
+   * Returns whether a frame was sent.
    */
   #send(
     member: Member,
     shared: string,
     bytes: number,
     messages: number,
-  ): void {
+  ): boolean {
     let frame = shared;
     if (member.outbox) {
       const own = member.outbox.join("\n");
@@ -470,18 +487,19 @@ export class Hub {
       frame = shared === "" ? own : own + "\n" + shared;
       bytes = utf8Length(frame);
     }
-    if (frame === "") return;
+    if (frame === "" || this.#stopped) return false;
     const socket = member.socket;
-    if (socket.readyState !== WebSocket.OPEN) return;
+    if (socket.readyState !== WebSocket.OPEN) return false;
     if (socket.bufferedAmount > this.#opts.maxBufferedBytes) {
       this.evict(member, "slow_consumer", 1008, "slow consumer");
-      return;
+      return false;
     }
     socket.send(frame);
     const metrics = this.#opts.metrics;
     metrics.framesOut++;
     metrics.bytesOut += bytes;
     metrics.messagesDelivered += messages;
+    return true;
   }
 }
 

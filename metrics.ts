@@ -1,7 +1,7 @@
 /**
  * Process-wide counters, rendered in the Prometheus text exposition format.
  * Plain number fields rather than a metrics library: the hub bumps them on
- * its hot path, once per room per turn, so they must cost an addition.
+ * its hot path, once per send, so they must cost an addition.
  *
  * @module
  */

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { LARGE_ROOM, VISITS_PER_TURN } from "../hub.ts";
+import { LARGE_ROOM, SENDS_PER_TURN } from "../hub.ts";
 import { JSON_SUBPROTOCOL } from "../protocol.ts";
 import {
   closeAll,
@@ -244,7 +244,7 @@ Deno.test("json: a join while a long delivery pass runs misses nothing and repea
     // Plain members make every pass span several turns.
     const crowd = await Promise.all(
       Array.from(
-        { length: 2 * VISITS_PER_TURN + 1 },
+        { length: 2 * SENDS_PER_TURN + 1 },
         () => connect(`${srv.ws}/ws?room=busy`),
       ),
     );
@@ -379,7 +379,7 @@ Deno.test("json: a flood is told once, then closed 1008", async () => {
     assert.equal(ofType(a, "error").length, 1);
     assert.equal(ofType(a, "error")[0].code, "rate_limited");
     // Five were accepted and reached the room; the flooder was gone before
-    // this turn's frame, so the observer is the one that shows them.
+    // they were delivered, so the observer is the one that shows them.
     b.send(JSON.stringify({ type: "message", text: "end" }));
     await b.waitFor(
       () => ofType(b, "message").some((m) => m.text === "end"),

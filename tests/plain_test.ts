@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { VISITS_PER_TURN } from "../hub.ts";
+import { SENDS_PER_TURN } from "../hub.ts";
 import { closeAll, connect, startServer, within } from "./helpers.ts";
 
 Deno.test("plain: every member gets every message, sender included", async () => {
@@ -89,7 +89,7 @@ Deno.test("plain: a room too big for one turn's visits gets every message once, 
     // sending while passes are under way.
     const clients = await Promise.all(
       Array.from(
-        { length: 2 * VISITS_PER_TURN + 1 },
+        { length: 2 * SENDS_PER_TURN + 1 },
         () => connect(`${srv.ws}/ws`),
       ),
     );

@@ -98,10 +98,11 @@ const GOING_AWAY = 1001;
 /**
  * Deno's server WebSocket copies every frame into a per-socket buffer that
  * keeps the size of the largest frame the socket was ever sent, until the
- * socket closes: one 800 KB welcome left 800 KB pinned per client. With
+ * socket closes: 1.4 MB welcomes grew the server 2.4 MB per client. With
  * vectored writes (this variable, which Deno reads when the first socket
- * opens) frames over a kilobyte are written straight from their own memory.
- * Same bytes on the wire, one system call per frame either way.
+ * opens) frames over a kilobyte are written from their own memory, one
+ * system call per frame either way. Deno's HTTP/1 server reads the same
+ * variable and writes responses vectored too: the same bytes.
  */
 const VECTORED_WRITES_ENV = "DENO_USE_WRITEV";
 
@@ -319,9 +320,10 @@ function useVectoredWrites(logger: Logger): void {
     variable: VECTORED_WRITES_ENV,
   });
   if (access.state !== "granted") {
-    logger.log("warn", "cannot enable vectored WebSocket writes", {
+    logger.log("warn", "cannot read or set " + VECTORED_WRITES_ENV, {
       need: `--allow-env=${VECTORED_WRITES_ENV}`,
-      effect: "each socket keeps a buffer as big as the largest frame sent",
+      effect: "unless it is set, each socket keeps a buffer the size of " +
+        "the largest frame it was sent",
     });
     return;
   }

@@ -247,8 +247,14 @@ export async function spawnServer(
   args: string[],
   denoFlags = ["--allow-net", "--allow-env=HUBBUB_*,DENO_USE_WRITEV"],
 ): Promise<ServerProcess> {
+  // In-process servers of this test run set DENO_USE_WRITEV for this
+  // process; the child must show what it does on its own.
+  const env = Deno.env.toObject();
+  delete env.DENO_USE_WRITEV;
   const child = new Deno.Command(Deno.execPath(), {
     args: ["run", ...denoFlags, MAIN, "--hostname", "127.0.0.1", ...args],
+    clearEnv: true,
+    env,
     stdout: "piped",
     stderr: "piped",
   }).spawn();

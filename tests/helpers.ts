@@ -179,6 +179,15 @@ export async function connect(
   return s;
 }
 
+/** Opens `n` sockets to `url` at once and waits until all are open. */
+export function connectMany(
+  url: string,
+  n: number,
+  protocols?: string | string[],
+): Promise<TestSocket[]> {
+  return Promise.all(Array.from({ length: n }, () => connect(url, protocols)));
+}
+
 /** Closes every socket given, waiting for each close event. */
 export async function closeAll(sockets: TestSocket[]): Promise<void> {
   await Promise.all(sockets.map((s) => s.close()));

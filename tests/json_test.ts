@@ -4,6 +4,7 @@ import { JSON_SUBPROTOCOL } from "../protocol.ts";
 import {
   closeAll,
   connect,
+  connectMany,
   rawHandshake,
   startServer,
   type TestServer,
@@ -242,11 +243,9 @@ Deno.test("json: a join while a long delivery pass runs misses nothing and repea
   const srv = await startServer();
   try {
     // Plain members make every pass span several turns.
-    const crowd = await Promise.all(
-      Array.from(
-        { length: 2 * SENDS_PER_TURN + 1 },
-        () => connect(`${srv.ws}/ws?room=busy`),
-      ),
+    const crowd = await connectMany(
+      `${srv.ws}/ws?room=busy`,
+      2 * SENDS_PER_TURN + 1,
     );
     const sender = await joinJson(srv, "?room=busy&name=sender");
     const joiners: TestSocket[] = [];

@@ -1,8 +1,11 @@
 import assert from "node:assert/strict";
 import { type BrowserContext, chromium, type Page } from "playwright-core";
+import { LARGE_ROOM } from "../hub.ts";
 import { JSON_SUBPROTOCOL } from "../protocol.ts";
 import {
+  closeAll,
   connect,
+  connectMany,
   startServer,
   type TestServer,
   type TestSocket,
@@ -184,6 +187,38 @@ Deno.test({
       ]);
       await page.screenshot({ path: `${ARTIFACTS}chat-after-reconnect.png` });
       await other.close();
+    });
+  },
+});
+
+Deno.test({
+  name:
+    "browser: in a room over LARGE_ROOM members the list says how many it leaves out",
+  ignore: !haveChromium,
+  async fn() {
+    await withBrowser({ maxConnections: 1000 }, async (browser, srv) => {
+      const crowd = await connectMany(
+        `${srv.ws}/ws?room=lobby`,
+        LARGE_ROOM + 1,
+      );
+      try {
+        const page = await openChat(browser, srv, "zoe");
+        const here = LARGE_ROOM + 2;
+        await page.locator("#members li.more", {
+          hasText: `and ${here - 1} more`,
+        }).waitFor();
+        assert.deepEqual(await page.locator("#members li").allTextContents(), [
+          "zoe",
+          `and ${here - 1} more`,
+        ]);
+        assert.match(
+          await page.locator("#who").innerText(),
+          new RegExp(`${here} here`),
+        );
+        await page.screenshot({ path: `${ARTIFACTS}chat-large-room.png` });
+      } finally {
+        await closeAll(crowd);
+      }
     });
   },
 });

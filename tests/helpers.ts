@@ -83,6 +83,22 @@ export async function startServer(
   };
 }
 
+/**
+ * Runs `fn` against a fresh {@link startServer} server with `options`, and
+ * closes the server whether `fn` passes or fails.
+ */
+export async function withServer(
+  fn: (srv: TestServer) => Promise<void>,
+  options: HubbubOptions = {},
+): Promise<void> {
+  const srv = await startServer(options);
+  try {
+    await fn(srv);
+  } finally {
+    await srv.close();
+  }
+}
+
 /** A WebSocket that records everything it receives. */
 export class TestSocket {
   readonly socket: WebSocket;

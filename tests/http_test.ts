@@ -5,11 +5,11 @@ import {
   TestSocket,
   UPGRADE_HEADERS,
   within,
+  withServer,
 } from "./helpers.ts";
 
-Deno.test("GET / serves the page as html", async () => {
-  const srv = await startServer();
-  try {
+Deno.test("GET / serves the page as html", () =>
+  withServer(async (srv) => {
     const res = await fetch(srv.http + "/");
     assert.equal(res.status, 200);
     assert.equal(res.headers.get("content-type"), "text/html; charset=utf-8");
@@ -23,14 +23,10 @@ Deno.test("GET / serves the page as html", async () => {
       new URL("../static/home.html", import.meta.url),
     );
     assert.equal(body, file);
-  } finally {
-    await srv.close();
-  }
-});
+  }));
 
-Deno.test("HEAD / has the same headers and no body", async () => {
-  const srv = await startServer();
-  try {
+Deno.test("HEAD / has the same headers and no body", () =>
+  withServer(async (srv) => {
     const get = await fetch(srv.http + "/");
     const getBody = await get.arrayBuffer();
     const head = await fetch(srv.http + "/", { method: "HEAD" });
@@ -44,28 +40,20 @@ Deno.test("HEAD / has the same headers and no body", async () => {
       String(getBody.byteLength),
     );
     assert.equal((await head.arrayBuffer()).byteLength, 0);
-  } finally {
-    await srv.close();
-  }
-});
+  }));
 
-Deno.test("other methods on / get 405 with Allow", async () => {
-  const srv = await startServer();
-  try {
+Deno.test("other methods on / get 405 with Allow", () =>
+  withServer(async (srv) => {
     for (const method of ["POST", "PUT", "DELETE", "PATCH"]) {
       const res = await fetch(srv.http + "/", { method });
       await res.body?.cancel();
       assert.equal(res.status, 405, method);
       assert.equal(res.headers.get("allow"), "GET, HEAD");
     }
-  } finally {
-    await srv.close();
-  }
-});
+  }));
 
-Deno.test("/ws and /echo without an upgrade get 400 with a reason", async () => {
-  const srv = await startServer();
-  try {
+Deno.test("/ws and /echo without an upgrade get 400 with a reason", () =>
+  withServer(async (srv) => {
     for (const path of ["/ws", "/echo", "/ws?room=x"]) {
       const res = await fetch(srv.http + path);
       assert.equal(res.status, 400, path);
@@ -77,14 +65,10 @@ Deno.test("/ws and /echo without an upgrade get 400 with a reason", async () => 
     });
     assert.equal(res.status, 400);
     assert.match(await res.text(), /Version/);
-  } finally {
-    await srv.close();
-  }
-});
+  }));
 
-Deno.test("invalid room names get 400 before the upgrade", async () => {
-  const srv = await startServer();
-  try {
+Deno.test("invalid room names get 400 before the upgrade", () =>
+  withServer(async (srv) => {
     for (const room of ["", "a b", "x".repeat(65), "é", "a/b", "a%00"]) {
       const res = await fetch(
         `${srv.http}/ws?room=${encodeURIComponent(room)}`,
@@ -97,14 +81,10 @@ Deno.test("invalid room names get 400 before the upgrade", async () => {
     await ok.close();
     const dots = await connect(`${srv.ws}/ws?room=A-z_0.9`);
     await dots.close();
-  } finally {
-    await srv.close();
-  }
-});
+  }));
 
-Deno.test("GET /healthz reports status, connections, rooms, uptime", async () => {
-  const srv = await startServer();
-  try {
+Deno.test("GET /healthz reports status, connections, rooms, uptime", () =>
+  withServer(async (srv) => {
     const a = await connect(`${srv.ws}/ws?room=one`);
     const b = await connect(`${srv.ws}/ws?room=two`);
     const res = await fetch(srv.http + "/healthz");
@@ -117,14 +97,10 @@ Deno.test("GET /healthz reports status, connections, rooms, uptime", async () =>
     assert.equal(typeof health.uptime, "number");
     await a.close();
     await b.close();
-  } finally {
-    await srv.close();
-  }
-});
+  }));
 
-Deno.test("GET /metrics is Prometheus text with the contract's series", async () => {
-  const srv = await startServer();
-  try {
+Deno.test("GET /metrics is Prometheus text with the contract's series", () =>
+  withServer(async (srv) => {
     const a = await connect(`${srv.ws}/ws`);
     a.send("hello");
     await a.waitLines(1);
@@ -151,23 +127,16 @@ Deno.test("GET /metrics is Prometheus text with the contract's series", async ()
     await a.close();
     const after = await (await fetch(srv.http + "/metrics")).text();
     assert.match(after, /^hubbub_closes_total\{code="1000"\} 1$/m);
-  } finally {
-    await srv.close();
-  }
-});
+  }));
 
-Deno.test("anything else is 404", async () => {
-  const srv = await startServer();
-  try {
+Deno.test("anything else is 404", () =>
+  withServer(async (srv) => {
     for (const path of ["/nope", "/ws/", "/index.html", "/healthz/x"]) {
       const res = await fetch(srv.http + path);
       await res.body?.cancel();
       assert.equal(res.status, 404, path);
     }
-  } finally {
-    await srv.close();
-  }
-});
+  }));
 
 Deno.test("origin: own origin and no origin pass, others get 403", async () => {
   const srv = await startServer();
@@ -198,9 +167,8 @@ Deno.test("origin: own origin and no origin pass, others get 403", async () => {
   }
 });
 
-Deno.test("--max-connections: beyond it, 503 before the upgrade", async () => {
-  const srv = await startServer({ maxConnections: 2 });
-  try {
+Deno.test("--max-connections: beyond it, 503 before the upgrade", () =>
+  withServer(async (srv) => {
     const a = await connect(`${srv.ws}/ws`);
     const b = await connect(`${srv.ws}/echo`);
     const res = await fetch(`${srv.http}/ws`, { headers: UPGRADE_HEADERS });
@@ -208,7 +176,4 @@ Deno.test("--max-connections: beyond it, 503 before the upgrade", async () => {
     await res.body?.cancel();
     await a.close();
     await b.close();
-  } finally {
-    await srv.close();
-  }
-});
+  }, { maxConnections: 2 }));

@@ -11,6 +11,7 @@ import {
   type TestSocket,
   UPGRADE_HEADERS,
   within,
+  withServer,
 } from "./helpers.ts";
 
 type Msg = Record<string, unknown>;
@@ -29,9 +30,8 @@ function waitType(s: TestSocket, type: string, n = 1): Promise<void> {
   return s.waitFor(() => ofType(s, type).length >= n, `${n} ${type}`);
 }
 
-Deno.test("json: subprotocol is echoed and the first message is a welcome", async () => {
-  const srv = await startServer();
-  try {
+Deno.test("json: subprotocol is echoed and the first message is a welcome", () =>
+  withServer(async (srv) => {
     const a = await joinJson(srv, "?room=r1&name=alice");
     assert.equal(a.socket.protocol, JSON_SUBPROTOCOL);
     const { epoch, ...w } = a.messages[0];
@@ -47,14 +47,10 @@ Deno.test("json: subprotocol is echoed and the first message is a welcome", asyn
       seq: 0,
     });
     await a.close();
-  } finally {
-    await srv.close();
-  }
-});
+  }));
 
-Deno.test("json: chat messages carry seq, sender, server time and text", async () => {
-  const srv = await startServer();
-  try {
+Deno.test("json: chat messages carry seq, sender, server time and text", () =>
+  withServer(async (srv) => {
     const a = await joinJson(srv, "?name=alice");
     const b = await joinJson(srv, "?name=bob");
     const before = Date.now();
@@ -74,14 +70,10 @@ Deno.test("json: chat messages carry seq, sender, server time and text", async (
       assert.ok(typeof m.time === "number" && m.time >= before - 1000);
     }
     await closeAll([a, b]);
-  } finally {
-    await srv.close();
-  }
-});
+  }));
 
-Deno.test("json: join, leave (clean and abrupt) and presence", async () => {
-  const srv = await startServer();
-  try {
+Deno.test("json: join, leave (clean and abrupt) and presence", () =>
+  withServer(async (srv) => {
     const a = await joinJson(srv, "?name=alice");
     const b = await joinJson(srv, "?name=bob");
     assert.deepEqual(b.messages[0].members, ["alice", "bob"]);
@@ -116,14 +108,10 @@ Deno.test("json: join, leave (clean and abrupt) and presence", async () => {
     await waitType(a, "presence", 2);
     assert.deepEqual(ofType(a, "presence")[1].members, ["alice"]);
     await a.close();
-  } finally {
-    await srv.close();
-  }
-});
+  }));
 
-Deno.test("json: nickname change, clash and invalid names", async () => {
-  const srv = await startServer();
-  try {
+Deno.test("json: nickname change, clash and invalid names", () =>
+  withServer(async (srv) => {
     const a = await joinJson(srv, "?name=alice");
     const b = await joinJson(srv, "?name=bob");
     a.send(JSON.stringify({ type: "nick", name: "  alicia " }));
@@ -151,14 +139,10 @@ Deno.test("json: nickname change, clash and invalid names", async () => {
     const c = await joinJson(srv, "?name=bob");
     assert.equal(c.messages[0].you, "bob-2");
     await closeAll([a, b, c]);
-  } finally {
-    await srv.close();
-  }
-});
+  }));
 
-Deno.test("json: malformed and unknown input gets errors; the socket stays open", async () => {
-  const srv = await startServer({ maxMessageBytes: 1000 });
-  try {
+Deno.test("json: malformed and unknown input gets errors; the socket stays open", () =>
+  withServer(async (srv) => {
     const a = await joinJson(srv);
     const cases: [string, string][] = [
       ["{not json", "bad_json"],
@@ -189,14 +173,10 @@ Deno.test("json: malformed and unknown input gets errors; the socket stays open"
     // Oversized: closes 1009, as in plain mode.
     a.send(JSON.stringify({ type: "message", text: "x".repeat(1000) }));
     assert.equal((await within(a.closed, "close")).code, 1009);
-  } finally {
-    await srv.close();
-  }
-});
+  }, { maxMessageBytes: 1000 }));
 
-Deno.test("json: plain and JSON clients share a room, each in its own protocol", async () => {
-  const srv = await startServer();
-  try {
+Deno.test("json: plain and JSON clients share a room, each in its own protocol", () =>
+  withServer(async (srv) => {
     const j = await joinJson(srv, "?name=jay");
     const p = await connect(`${srv.ws}/ws`);
     await waitType(j, "join", 2);
@@ -210,14 +190,10 @@ Deno.test("json: plain and JSON clients share a room, each in its own protocol",
     assert.match(String(texts[0][0]), /^guest-\d+$/);
     assert.deepEqual(texts[1], ["jay", "from json\nclient"]);
     await closeAll([j, p]);
-  } finally {
-    await srv.close();
-  }
-});
+  }));
 
-Deno.test("json: coalesced frames carry several messages, one per line", async () => {
-  const srv = await startServer();
-  try {
+Deno.test("json: coalesced frames carry several messages, one per line", () =>
+  withServer(async (srv) => {
     const a = await joinJson(srv);
     for (let i = 0; i < 300; i++) {
       a.send(JSON.stringify({ type: "message", text: `m${i}` }));
@@ -234,14 +210,10 @@ Deno.test("json: coalesced frames carry several messages, one per line", async (
     );
     assert.ok(a.frames.length < 300, `${a.frames.length} frames`);
     await a.close();
-  } finally {
-    await srv.close();
-  }
-});
+  }));
 
-Deno.test("json: a join while a long delivery pass runs misses nothing and repeats nothing", async () => {
-  const srv = await startServer();
-  try {
+Deno.test("json: a join while a long delivery pass runs misses nothing and repeats nothing", () =>
+  withServer(async (srv) => {
     // Plain members make every pass span several turns.
     const crowd = await connectMany(
       `${srv.ws}/ws?room=busy`,
@@ -268,14 +240,10 @@ Deno.test("json: a join while a long delivery pass runs misses nothing and repea
       assert.deepEqual(seqs, Array.from({ length: 60 }, (_, i) => i + 1));
     }
     await closeAll([...crowd, sender, ...joiners]);
-  } finally {
-    await srv.close();
-  }
-});
+  }));
 
-Deno.test("json: history on join is the last --history messages", async () => {
-  const srv = await startServer({ history: 5 });
-  try {
+Deno.test("json: history on join is the last --history messages", () =>
+  withServer(async (srv) => {
     const a = await joinJson(srv);
     for (let i = 1; i <= 8; i++) {
       a.send(JSON.stringify({ type: "message", text: `m${i}` }));
@@ -294,14 +262,10 @@ Deno.test("json: history on join is the last --history messages", async () => {
       [8, "m8"],
     ]);
     await closeAll([a, b]);
-  } finally {
-    await srv.close();
-  }
-});
+  }, { history: 5 }));
 
-Deno.test("json: ?since=SEQ returns exactly the missed messages; too old says gap", async () => {
-  const srv = await startServer({ history: 10 });
-  try {
+Deno.test("json: ?since=SEQ returns exactly the missed messages; too old says gap", () =>
+  withServer(async (srv) => {
     const a = await joinJson(srv, "?room=rec&name=writer");
     const b = await joinJson(srv, "?room=rec&name=reader");
     for (let i = 1; i <= 3; i++) {
@@ -356,14 +320,10 @@ Deno.test("json: ?since=SEQ returns exactly the missed messages; too old says ga
       await bad.body?.cancel();
     }
     await closeAll([a, back, fresh, old]);
-  } finally {
-    await srv.close();
-  }
-});
+  }, { history: 10 }));
 
-Deno.test("json: a flood is told once, then closed 1008", async () => {
-  const srv = await startServer({ rateLimit: 1, rateBurst: 5 });
-  try {
+Deno.test("json: a flood is told once, then closed 1008", () =>
+  withServer(async (srv) => {
     const b = await joinJson(srv);
     const a = await joinJson(srv);
     // Burst 5: five pass, the sixth is refused with an error, and the
@@ -391,10 +351,7 @@ Deno.test("json: a flood is told once, then closed 1008", async () => {
     await b.close();
     const metrics = await (await fetch(`${srv.http}/metrics`)).text();
     assert.match(metrics, /^hubbub_evictions_total\{reason="rate_limit"\} 1$/m);
-  } finally {
-    await srv.close();
-  }
-});
+  }, { rateLimit: 1, rateBurst: 5 }));
 
 Deno.test("json: a room over LARGE_ROOM members stops announcing joins; who lists all", async () => {
   const srv = await startServer({ maxConnections: 2000 });
@@ -423,9 +380,8 @@ Deno.test("json: a room over LARGE_ROOM members stops announcing joins; who list
   }
 });
 
-Deno.test("json: a since from another life of the room replays everything, flagged", async () => {
-  const srv = await startServer({ history: 10 });
-  try {
+Deno.test("json: a since from another life of the room replays everything, flagged", () =>
+  withServer(async (srv) => {
     const a = await joinJson(srv, "?room=life");
     const epoch = a.messages[0].epoch;
     for (let i = 1; i <= 3; i++) {
@@ -448,14 +404,10 @@ Deno.test("json: a since from another life of the room replays everything, flagg
       3,
     ]);
     await closeAll([a, same, other]);
-  } finally {
-    await srv.close();
-  }
-});
+  }, { history: 10 }));
 
-Deno.test("json: every frame costs a rate-limit token, not only chat messages", async () => {
-  const srv = await startServer({ rateLimit: 1, rateBurst: 3 });
-  try {
+Deno.test("json: every frame costs a rate-limit token, not only chat messages", () =>
+  withServer(async (srv) => {
     const watcher = await joinJson(srv, "?name=watcher");
     const a = await joinJson(srv, "?name=a0");
     // Three renames pass, the fourth frame is refused with an error, and
@@ -472,7 +424,4 @@ Deno.test("json: every frame costs a rate-limit token, not only chat messages", 
       "a3",
     ]);
     await watcher.close();
-  } finally {
-    await srv.close();
-  }
-});
+  }, { rateLimit: 1, rateBurst: 3 }));

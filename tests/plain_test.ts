@@ -6,11 +6,11 @@ import {
   connectMany,
   startServer,
   within,
+  withServer,
 } from "./helpers.ts";
 
-Deno.test("plain: every member gets every message, sender included", async () => {
-  const srv = await startServer();
-  try {
+Deno.test("plain: every member gets every message, sender included", () =>
+  withServer(async (srv) => {
     const clients = await Promise.all(
       [1, 2, 3].map(() => connect(`${srv.ws}/ws`)),
     );
@@ -21,14 +21,10 @@ Deno.test("plain: every member gets every message, sender included", async () =>
     for (const c of clients) assert.deepEqual(c.lines, first);
     assert.deepEqual([...first].sort(), ["hello", "world"]);
     await closeAll(clients);
-  } finally {
-    await srv.close();
-  }
-});
+  }));
 
-Deno.test("plain: newlines become spaces, controls go, text is trimmed, empty is dropped", async () => {
-  const srv = await startServer();
-  try {
+Deno.test("plain: newlines become spaces, controls go, text is trimmed, empty is dropped", () =>
+  withServer(async (srv) => {
     const a = await connect(`${srv.ws}/ws`);
     a.send("  one\ntwo\r\nthree  ");
     a.send("   ");
@@ -40,14 +36,10 @@ Deno.test("plain: newlines become spaces, controls go, text is trimmed, empty is
     await a.waitFor(() => a.lines.includes("last"), "last");
     assert.deepEqual(a.lines, ["one two three", "[31mred text", "last"]);
     await a.close();
-  } finally {
-    await srv.close();
-  }
-});
+  }));
 
-Deno.test("plain: coalesced frames split back into the same messages in order", async () => {
-  const srv = await startServer();
-  try {
+Deno.test("plain: coalesced frames split back into the same messages in order", () =>
+  withServer(async (srv) => {
     const sender = await connect(`${srv.ws}/ws`);
     const reader = await connect(`${srv.ws}/ws`);
     const sent = Array.from({ length: 500 }, (_, i) => `msg ${i}`);
@@ -62,14 +54,10 @@ Deno.test("plain: coalesced frames split back into the same messages in order", 
       `${reader.frames.length} frames`,
     );
     await closeAll([sender, reader]);
-  } finally {
-    await srv.close();
-  }
-});
+  }));
 
-Deno.test("plain: order is the hub's order for every member", async () => {
-  const srv = await startServer();
-  try {
+Deno.test("plain: order is the hub's order for every member", () =>
+  withServer(async (srv) => {
     const clients = await Promise.all(
       [1, 2, 3, 4].map(() => connect(`${srv.ws}/ws`)),
     );
@@ -83,14 +71,10 @@ Deno.test("plain: order is the hub's order for every member", async () => {
       assert.deepEqual(own, Array.from({ length: 50 }, (_, i) => `c${n}-${i}`));
     }
     await closeAll(clients);
-  } finally {
-    await srv.close();
-  }
-});
+  }));
 
-Deno.test("plain: a room too big for one turn's sends gets every message once, in order", async () => {
-  const srv = await startServer();
-  try {
+Deno.test("plain: a room too big for one turn's sends gets every message once, in order", () =>
+  withServer(async (srv) => {
     // Each delivery pass spans at least three turns, and the senders keep
     // sending while passes are under way.
     const clients = await connectMany(`${srv.ws}/ws`, 2 * SENDS_PER_TURN + 1);
@@ -107,14 +91,10 @@ Deno.test("plain: a room too big for one turn's sends gets every message once, i
       assert.deepEqual(own, Array.from({ length: 20 }, (_, i) => `s${n}-${i}`));
     }
     await closeAll(clients);
-  } finally {
-    await srv.close();
-  }
-});
+  }));
 
-Deno.test("plain: rooms are isolated", async () => {
-  const srv = await startServer();
-  try {
+Deno.test("plain: rooms are isolated", () =>
+  withServer(async (srv) => {
     const red = await connect(`${srv.ws}/ws?room=red`);
     const blue = await connect(`${srv.ws}/ws?room=blue`);
     const lobby = await connect(`${srv.ws}/ws`);
@@ -134,14 +114,10 @@ Deno.test("plain: rooms are isolated", async () => {
     assert.deepEqual(blue.lines, ["for blue", "end"]);
     assert.deepEqual(lobby2.lines, ["for lobby", "end"]);
     await closeAll([red, blue, lobby, lobby2]);
-  } finally {
-    await srv.close();
-  }
-});
+  }));
 
-Deno.test("plain: a message over --max-message-bytes closes 1009 and is not broadcast", async () => {
-  const srv = await startServer({ maxMessageBytes: 100 });
-  try {
+Deno.test("plain: a message over --max-message-bytes closes 1009 and is not broadcast", () =>
+  withServer(async (srv) => {
     const big = await connect(`${srv.ws}/ws`);
     const other = await connect(`${srv.ws}/ws`);
     big.send("x".repeat(100));
@@ -154,22 +130,15 @@ Deno.test("plain: a message over --max-message-bytes closes 1009 and is not broa
     await other.waitLines(2);
     assert.deepEqual(other.lines, ["x".repeat(100), "after"]);
     await other.close();
-  } finally {
-    await srv.close();
-  }
-});
+  }, { maxMessageBytes: 100 }));
 
-Deno.test("plain: a binary frame closes 1003", async () => {
-  const srv = await startServer();
-  try {
+Deno.test("plain: a binary frame closes 1003", () =>
+  withServer(async (srv) => {
     const a = await connect(`${srv.ws}/ws`);
     a.send(new Uint8Array([1, 2, 3]));
     const ev = await within(a.closed, "close after binary");
     assert.equal(ev.code, 1003);
-  } finally {
-    await srv.close();
-  }
-});
+  }));
 
 Deno.test("plain: a client written for the Go chat example works unchanged", async () => {
   // The Go example's page: send raw text frames, split received frames on

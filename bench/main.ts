@@ -9,6 +9,7 @@
 
 import { parseArgs } from "node:util";
 import type { LoaderResult } from "./loader.ts";
+import { memory } from "./memory.ts";
 
 const { values } = parseArgs({
   args: Deno.args[0] === "--" ? Deno.args.slice(1) : Deno.args,
@@ -32,14 +33,6 @@ const idleClients = Number(values.idle);
 const loaderCount = Math.max(1, Math.min(Number(values.loaders), clients));
 
 const root = new URL("..", import.meta.url).pathname;
-
-/** Resident memory of a process now, and at its peak, in bytes. */
-async function memory(pid: number): Promise<{ rss: number; peak: number }> {
-  const status = await Deno.readTextFile(`/proc/${pid}/status`);
-  const kb = (key: string) =>
-    Number(status.match(new RegExp(`${key}:\\s+(\\d+)`))![1]) * 1024;
-  return { rss: kb("VmRSS"), peak: kb("VmHWM") };
-}
 
 /** A child process spoken to by lines over stdin/stdout. */
 class LineProcess {

@@ -341,11 +341,3 @@ export function freePort(): number {
   listener.close();
   return port;
 }
-
-/** Resident memory of a process in bytes, from /proc. */
-export async function rssBytes(pid: number): Promise<number> {
-  const status = await Deno.readTextFile(`/proc/${pid}/status`);
-  const m = status.match(/VmRSS:\s+(\d+) kB/);
-  if (!m) throw new Error("no VmRSS");
-  return Number(m[1]) * 1024;
-}

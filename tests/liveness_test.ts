@@ -1,10 +1,10 @@
 import assert from "node:assert/strict";
+import { memory } from "../bench/memory.ts";
 import { JSON_SUBPROTOCOL } from "../protocol.ts";
 import {
   closeAll,
   connect,
   rawHandshake,
-  rssBytes,
   spawnServer,
   TestSocket,
   until,
@@ -23,7 +23,7 @@ Deno.test("a peer that never reads is evicted; 20 others get every message; memo
   const readers: TestSocket[] = [];
   let stuck: Deno.TcpConn | null = null;
   try {
-    const rssBefore = await rssBytes(srv.child.pid);
+    const rssBefore = (await memory(srv.child.pid)).rss;
     stuck = await rawHandshake(srv.port, "/ws");
     for (let i = 0; i < 20; i++) readers.push(await connect(`${srv.ws}/ws`));
     const sender = readers[0];
@@ -34,7 +34,7 @@ Deno.test("a peer that never reads is evicted; 20 others get every message; memo
     while (sent < 4000) {
       for (let i = 0; i < 100; i++) sender.send(`${sent++} ${payload}`);
       await Promise.all(readers.map((r) => r.waitLines(sent)));
-      peak = Math.max(peak, await rssBytes(srv.child.pid));
+      peak = Math.max(peak, (await memory(srv.child.pid)).rss);
       if (
         await metric(
           srv.http,
@@ -56,7 +56,7 @@ Deno.test("a peer that never reads is evicted; 20 others get every message; memo
       assert.equal(r.lines.length, sent);
       assert.ok(r.lines.every((l, i) => l.startsWith(`${i} `)));
     }
-    const rssAfter = await rssBytes(srv.child.pid);
+    const rssAfter = (await memory(srv.child.pid)).rss;
     console.log(
       `server RSS MB: before ${(rssBefore / 2 ** 20).toFixed(1)}, peak ${
         (peak / 2 ** 20).toFixed(1)
@@ -105,9 +105,9 @@ Deno.test("a socket that was sent a big frame does not keep a buffer that size",
     // A first round lets the server's heap settle to its working size, so
     // that the second measures what each socket keeps.
     await join(40);
-    const rssBefore = await rssBytes(srv.child.pid);
+    const rssBefore = (await memory(srv.child.pid)).rss;
     await join(60);
-    const perClient = (await rssBytes(srv.child.pid) - rssBefore) / 60;
+    const perClient = ((await memory(srv.child.pid)).rss - rssBefore) / 60;
     console.log(
       `welcome ${(welcomeBytes / 2 ** 20).toFixed(2)} MB; server RSS grew ${
         (perClient / 2 ** 10).toFixed(0)

@@ -122,8 +122,6 @@ export class Room {
   pass: Iterator<Member> | null = null;
   /** The log's end when the current pass began. */
   passEnd = 0;
-  /** Whether the room is in the hub's list of rooms with a pass to run. */
-  active = false;
   /** Batches by first index, all ending at {@link batchEnd}. */
   readonly batches = new Map<number, Batch>();
   /** The log end the cached batches run to. */
@@ -133,6 +131,14 @@ export class Room {
   constructor(name: string, lastSeq: number) {
     this.name = name;
     this.seq = lastSeq;
+  }
+
+  /**
+   * Whether delivery has work here: a pass under way, or events some member
+   * has not been sent. Exactly the rooms in the hub's list of active rooms.
+   */
+  get active(): boolean {
+    return this.pass !== null || this.log.length > 0;
   }
 
   /** Index one past the newest event. */
@@ -321,9 +327,9 @@ export class Hub {
   }
 
   #enqueue(room: Room, event: LogEvent): void {
+    const wasIdle = !room.active;
     room.log.push(event);
-    if (!room.active) {
-      room.active = true;
+    if (wasIdle) {
       this.#activeRooms.push(room);
       this.#schedule();
     }
@@ -379,8 +385,7 @@ export class Hub {
 
   /**
    * Runs the room's pass, starting one if none is under way, until it ends
-   * or `budget` sends are made; marks the room inactive when nothing is left
-   * to deliver. Returns the budget left.
+   * or `budget` sends are made. Returns the budget left.
    */
   #advance(room: Room, budget: number): number {
     if (room.pass === null) {
@@ -390,7 +395,7 @@ export class Hub {
     while (budget > 0) {
       const next = room.pass.next();
       if (next.done) {
-        room.active = this.#endPass(room);
+        this.#endPass(room);
         return budget;
       }
       if (this.#visit(room, next.value)) budget--;
@@ -401,15 +406,14 @@ export class Hub {
   /**
    * Every member has now been sent the log up to the pass's start (those
    * who joined since started past it), so that part is dropped. Events that
-   * arrived during the pass need another one.
+   * arrived during the pass keep the room active for another one.
    */
-  #endPass(room: Room): boolean {
+  #endPass(room: Room): void {
     room.pass = null;
     room.log = room.log.slice(room.passEnd - room.logStart);
     room.logStart = room.passEnd;
     room.batches.clear();
     room.batchEnd = -1;
-    return room.log.length > 0;
   }
 
   /**

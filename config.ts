@@ -42,67 +42,104 @@ export interface Config {
   shutdownTimeout: number;
 }
 
-/** What `--help` says of a flag; parsing is in {@link parseConfig}. */
-interface FlagSpec {
+/** Turns a flag's raw text into its setting; `source` names it in errors. */
+type Parser<T> = (raw: string, source: string) => T;
+
+/** One setting: its flag name, default, `--help` line and parser. */
+interface FlagSpec<T> {
+  flag: string;
   default: string;
   help: string;
+  parse: Parser<T>;
 }
 
-/** The flag table; order is the order of `--help`. */
-const FLAGS: Record<string, FlagSpec> = {
-  "port": {
+/**
+ * The flag table, keyed by {@link Config} field so that the type checker
+ * insists on exactly one entry per setting; order is the order of `--help`.
+ */
+const FLAGS: { [K in keyof Config]: FlagSpec<Config[K]> } = {
+  port: {
+    flag: "port",
     default: "8080",
     help: "TCP port (0 picks a free one)",
+    parse: toPort,
   },
-  "hostname": {
+  hostname: {
+    flag: "hostname",
     default: "0.0.0.0",
     help: "interface to listen on",
+    parse: toText,
   },
-  "max-message-bytes": {
+  maxMessageBytes: {
+    flag: "max-message-bytes",
     default: "16384",
     help: "largest incoming chat message; larger closes 1009",
+    parse: toInt,
   },
-  "max-buffered-bytes": {
+  maxBufferedBytes: {
+    flag: "max-buffered-bytes",
     default: "1048576",
     help: "unsent bytes per client before it is evicted (1008)",
+    parse: toInt,
   },
-  "max-echo-bytes": {
+  maxEchoBytes: {
+    flag: "max-echo-bytes",
     default: "1048576",
     help: "largest frame on /echo; larger closes 1009",
+    parse: toInt,
   },
-  "idle-timeout": {
+  idleTimeout: {
+    flag: "idle-timeout",
     default: "60",
     help: "seconds without a pong before a peer is dropped (0 = off)",
+    parse: toNumber,
   },
-  "rate-limit": {
+  rateLimit: {
+    flag: "rate-limit",
     default: "20",
     help: "messages/s per connection (0 = off)",
+    parse: toNumber,
   },
-  "rate-burst": {
+  rateBurst: {
+    flag: "rate-burst",
     default: "40",
     help: "messages a connection may send at once above the rate",
+    parse: toInt,
   },
-  "max-connections": {
+  maxConnections: {
+    flag: "max-connections",
     default: "10000",
     help: "open sockets beyond which upgrades get 503",
+    parse: toInt,
   },
-  "history": {
+  history: {
+    flag: "history",
     default: "100",
     help: "messages kept per room for joins and reconnects",
+    parse: toInt,
   },
-  "allow-origin": {
+  allowOrigin: {
+    flag: "allow-origin",
     default: "",
     help: "extra browser origins, comma-separated, or *",
+    parse: parseOrigins,
   },
-  "log-format": {
+  logFormat: {
+    flag: "log-format",
     default: "text",
     help: "log line format: text or json",
+    parse: toLogFormat,
   },
-  "shutdown-timeout": {
+  shutdownTimeout: {
+    flag: "shutdown-timeout",
     default: "5",
     help: "seconds a graceful shutdown may take",
+    parse: toNumber,
   },
 };
+
+/** The table's entries in `--help` order. */
+const SPECS: FlagSpec<unknown>[] = Object.values(FLAGS);
 
 /** `--port` → `HUBBUB_PORT`. */
 export function envName(flag: string): string {
@@ -134,7 +171,7 @@ export function parseConfig(
   const options: Record<string, { type: "string" | "boolean" }> = {
     help: { type: "boolean" },
   };
-  for (const flag of Object.keys(FLAGS)) options[flag] = { type: "string" };
+  for (const { flag } of SPECS) options[flag] = { type: "string" };
   let values: Record<string, string | boolean | undefined>;
   try {
     ({ values } = parseArgs({
@@ -149,32 +186,26 @@ export function parseConfig(
   }
   if (values.help) return { kind: "help", text: helpText() };
 
-  /** The flag's value from the command line, the environment or its default. */
-  const raw = (flag: string): [string, string] => {
+  /** Where a flag's value comes from, as error messages name it. */
+  const source = (flag: string): string =>
+    typeof values[flag] === "string" ? `--${flag}` : envName(flag);
+  /** The setting from the command line, the environment or its default. */
+  const read = <K extends keyof Config>(key: K): Config[K] => {
+    const { flag, default: fallback, parse } = FLAGS[key];
     const given = values[flag];
-    if (typeof given === "string") return [given, `--${flag}`];
-    return [env(envName(flag)) ?? FLAGS[flag].default, envName(flag)];
+    const raw = typeof given === "string"
+      ? given
+      : env(envName(flag)) ?? fallback;
+    return parse(raw, source(flag));
   };
-  const int = (flag: string) => toInt(...raw(flag));
-  const num = (flag: string) => toNumber(...raw(flag));
-  const config: Config = {
-    port: toPort(...raw("port")),
-    hostname: toText(...raw("hostname")),
-    maxMessageBytes: int("max-message-bytes"),
-    maxBufferedBytes: int("max-buffered-bytes"),
-    maxEchoBytes: int("max-echo-bytes"),
-    idleTimeout: num("idle-timeout"),
-    rateLimit: num("rate-limit"),
-    rateBurst: int("rate-burst"),
-    maxConnections: int("max-connections"),
-    history: int("history"),
-    allowOrigin: parseOrigins(...raw("allow-origin")),
-    logFormat: toLogFormat(...raw("log-format")),
-    shutdownTimeout: num("shutdown-timeout"),
-  };
+  // FLAGS has an entry for every Config field (its mapped type says so), so
+  // the object built from its keys is a whole Config.
+  const config = Object.fromEntries(
+    (Object.keys(FLAGS) as (keyof Config)[]).map((key) => [key, read(key)]),
+  ) as unknown as Config;
   if (config.rateLimit > 0 && config.rateBurst < 1) {
     throw new ConfigError(
-      `${raw("rate-burst")[1]}: must be at least 1 while the rate limit is on`,
+      `${source("rate-burst")}: must be at least 1 while the rate limit is on`,
     );
   }
   return { kind: "run", config };
@@ -250,10 +281,10 @@ export function helpText(): string {
     "",
     "flags (each also read from its environment variable):",
   ];
-  for (const [flag, spec] of Object.entries(FLAGS)) {
-    const def = spec.default === "" ? "none" : spec.default;
+  for (const { flag, default: fallback, help } of SPECS) {
+    const def = fallback === "" ? "none" : fallback;
     lines.push(
-      `  --${flag.padEnd(20)} ${spec.help} (default ${def}; ${envName(flag)})`,
+      `  --${flag.padEnd(20)} ${help} (default ${def}; ${envName(flag)})`,
     );
   }
   lines.push("  --help                 show this text");

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
-import { SENDS_PER_TURN } from "../hub.ts";
+import { FRAME_CHARS, SENDS_PER_TURN } from "../hub.ts";
+import { JSON_SUBPROTOCOL } from "../protocol.ts";
 import {
   closeAll,
   connect,
@@ -55,6 +56,37 @@ Deno.test("plain: coalesced frames split back into the same messages in order", 
     );
     await closeAll([sender, reader]);
   }));
+
+Deno.test("a backlog longer than a frame comes as several frames, complete and in order", () =>
+  withServer(async (srv) => {
+    const plain = await connect(`${srv.ws}/ws`);
+    const json = await connect(`${srv.ws}/ws`, JSON_SUBPROTOCOL);
+    await json.waitFor(() => json.frames.length > 0, "welcome");
+    const before = json.frames.length;
+    // Sent in one go, these arrive in one read burst: a backlog of 1.5 MB.
+    const sent = Array.from(
+      { length: 100 },
+      (_, i) => `${i}:`.padEnd(15_000, "x"),
+    );
+    for (const m of sent) plain.send(m);
+    await plain.waitLines(sent.length);
+    await json.waitFor(
+      () => json.messages.filter((m) => m.type === "message").length === 100,
+      "100 JSON messages",
+    );
+    assert.deepEqual(plain.lines, sent);
+    const texts = json.messages.filter((m) => m.type === "message")
+      .map((m) => m.text);
+    assert.deepEqual(texts, sent);
+    for (const socket of [plain, json]) {
+      const frames = socket.frames.slice(socket === json ? before : 0);
+      assert.ok(frames.length < sent.length, `${frames.length} frames`);
+      for (const frame of frames) {
+        assert.ok(String(frame).length <= FRAME_CHARS);
+      }
+    }
+    await closeAll([plain, json]);
+  }, { rateLimit: 0 }));
 
 Deno.test("plain: order is the hub's order for every member", () =>
   withServer(async (srv) => {

@@ -375,8 +375,8 @@ export class Hub {
     const members = this.#dirtyMembers;
     this.#dirtyMembers = [];
     for (const member of members) {
-      if (member.outbox && member.room && this.#visit(member.room, member)) {
-        budget--;
+      if (member.outbox && member.room) {
+        budget -= this.#visit(member.room, member);
       }
     }
     // Rooms the budget does not reach keep their place at the front; rooms
@@ -411,7 +411,7 @@ export class Hub {
         this.#endPass(room);
         return budget;
       }
-      if (this.#visit(room, next.value)) budget--;
+      budget -= this.#visit(room, next.value);
     }
     return budget;
   }
@@ -431,13 +431,13 @@ export class Hub {
 
   /**
    * Sends a member its own lines and the log it has not had, as one frame
-   * (more only when that is over {@link FRAME_CHARS}). Returns whether
-   * anything was sent.
+   * (more only when that is over {@link FRAME_CHARS}). Returns the number
+   * of frames sent.
    */
-  #visit(room: Room, member: Member): boolean {
+  #visit(room: Room, member: Member): number {
     const end = room.logEnd;
     if (member.cursor === end) {
-      return member.outbox !== null && this.#send(member, NO_FRAMES, 0, 0);
+      return member.outbox === null ? 0 : this.#send(member, NO_FRAMES, 0, 0);
     }
     const batch = this.#batch(room, member.cursor, end);
     member.cursor = end;
@@ -491,14 +491,15 @@ export class Hub {
   /**
    * Sends the member's own pending lines and then `shared`, the own lines in
    * the same frame as the first shared one, unless the member is already
-   * too far behind or the hub has stopped. Returns whether a frame was sent.
+   * too far behind or the hub has stopped. Returns the number of frames
+   * sent.
    */
   #send(
     member: Member,
     shared: readonly string[],
     bytes: number,
     messages: number,
-  ): boolean {
+  ): number {
     let frames = shared;
     if (member.outbox) {
       const own = member.outbox.join("\n");
@@ -507,9 +508,9 @@ export class Hub {
       frames = [first, ...shared.slice(1)];
       bytes += utf8Length(own) + (shared.length === 0 ? 0 : 1);
     }
-    if (frames.length === 0 || this.#stopped) return false;
+    if (frames.length === 0 || this.#stopped) return 0;
     const socket = member.socket;
-    if (socket.readyState !== WebSocket.OPEN) return false;
+    if (socket.readyState !== WebSocket.OPEN) return 0;
     // Judged once per visit, before its first frame. Deno writes nothing
     // until the turn ends, so the frames of one visit would count against
     // each other: a member reading as fast as it can would be evicted for a
@@ -517,14 +518,14 @@ export class Hub {
     // the limit plus one visit's frames.
     if (socket.bufferedAmount > this.#opts.maxBufferedBytes) {
       this.evict(member, "slow_consumer", 1008, "slow consumer");
-      return false;
+      return 0;
     }
     for (const frame of frames) socket.send(frame);
     const metrics = this.#opts.metrics;
     metrics.framesOut += frames.length;
     metrics.bytesOut += bytes;
     metrics.messagesDelivered += messages;
-    return true;
+    return frames.length;
   }
 }
 

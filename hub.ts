@@ -2,9 +2,10 @@
  * The hub: rooms, their members, the order of messages, and delivery.
  *
  * Accepting a message only appends it to its room's log. Delivery walks the
- * room's members in passes: visiting a member sends it, as one frame,
- * everything in the log it has not had yet (plain lines or JSON lines joined
- * by `\n`), and moves its cursor to the log's end. This is the classic Go
+ * room's members in passes: visiting a member sends it, as one frame (or a
+ * few, past {@link FRAME_CHARS}), everything in the log it has not had yet
+ * (plain lines or JSON lines joined by `\n`), and moves its cursor to the
+ * log's end. This is the classic Go
  * writer's batching ("send everything queued as one frame") moved from
  * per-connection goroutines to the event loop: `send()` calls and frames
  * scale with members × visits instead of members × messages, and members
@@ -490,9 +491,9 @@ export class Hub {
 
   /**
    * Sends the member's own pending lines and then `shared`, the own lines in
-   * the same frame as the first shared one, unless the member is already
-   * too far behind or the hub has stopped. Returns the number of frames
-   * sent.
+   * the same frame as the first shared one when both fit in
+   * {@link FRAME_CHARS}, unless the member is already too far behind or the
+   * hub has stopped. Returns the number of frames sent.
    */
   #send(
     member: Member,
@@ -504,9 +505,15 @@ export class Hub {
     if (member.outbox) {
       const own = member.outbox.join("\n");
       member.outbox = null;
-      const first = shared.length === 0 ? own : own + "\n" + shared[0];
-      frames = [first, ...shared.slice(1)];
-      bytes += utf8Length(own) + (shared.length === 0 ? 0 : 1);
+      bytes += utf8Length(own);
+      if (shared.length === 0) {
+        frames = [own];
+      } else if (own.length + 1 + shared[0].length > FRAME_CHARS) {
+        frames = [own, ...shared];
+      } else {
+        frames = [own + "\n" + shared[0], ...shared.slice(1)];
+        bytes += 1;
+      }
     }
     if (frames.length === 0 || this.#stopped) return 0;
     const socket = member.socket;
@@ -535,10 +542,11 @@ const NO_FRAMES: readonly string[] = [];
 class FrameBuilder {
   readonly #frames: string[] = [];
   #current = "";
+  #lines = 0;
 
   /** Appends a line; a line longer than the limit is a frame of its own. */
   add(line: string): void {
-    if (this.#current === "") {
+    if (this.#lines === 0) {
       this.#current = line;
     } else if (this.#current.length + 1 + line.length <= FRAME_CHARS) {
       this.#current += "\n" + line;
@@ -546,12 +554,14 @@ class FrameBuilder {
       this.#frames.push(this.#current);
       this.#current = line;
     }
+    this.#lines++;
   }
 
-  /** The frames so far; none when no line was added. */
+  /** The frames; none when no line was added. */
   frames(): string[] {
-    if (this.#current !== "") this.#frames.push(this.#current);
+    if (this.#lines > 0) this.#frames.push(this.#current);
     this.#current = "";
+    this.#lines = 0;
     return this.#frames;
   }
 }

@@ -5,11 +5,11 @@
  * room's members in passes: visiting a member sends it, as one frame (or a
  * few, past {@link FRAME_CHARS}), everything in the log it has not had yet
  * (plain lines or JSON lines joined by `\n`), and moves its cursor to the
- * log's end. This is the classic Go
- * writer's batching ("send everything queued as one frame") moved from
- * per-connection goroutines to the event loop: `send()` calls and frames
- * scale with members × visits instead of members × messages, and members
- * with the same cursor share one frame string, built once per format.
+ * log's end. This is the classic Go writer's batching ("send everything
+ * queued as one frame") moved from per-connection goroutines to the event
+ * loop: `send()` calls and frames scale with members × visits instead of
+ * members × messages, and members with the same cursor share one frame
+ * string, built once per format.
  *
  * Each event-loop turn makes at most {@link SENDS_PER_TURN} sends, across
  * all rooms, and then yields, so the writes already queued go out and
@@ -557,7 +557,7 @@ class FrameBuilder {
     this.#lines++;
   }
 
-  /** The frames; none when no line was added. */
+  /** The frames (none when no line was added); call once, after the last line. */
   frames(): string[] {
     if (this.#lines > 0) this.#frames.push(this.#current);
     this.#current = "";

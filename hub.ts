@@ -101,7 +101,7 @@ export interface LogEvent {
 
 /** What the members visited with the same part of the log are sent. */
 interface Batch {
-  /** Frames of plain lines joined by `\n`; none when no line is for plain clients. */
+  /** Frames of plain lines joined by `\n`; built only when the room has plain members. */
   plain: string[];
   plainBytes: number;
   /** Chat messages in `plain`. */
@@ -459,14 +459,17 @@ export class Hub {
     const cached = room.batches.get(from);
     if (cached) return cached;
 
+    // Each format only when someone speaks it: a JSON-only room would
+    // otherwise build and measure plain frames nobody is sent.
     const withJson = room.jsonMembers > 0;
+    const withPlain = room.members.size > room.jsonMembers;
     const plain = new FrameBuilder();
     let plainMessages = 0;
     const json = new FrameBuilder();
     let jsonMessages = 0;
     for (let i = from - room.logStart; i < room.log.length; i++) {
       const ev = room.log[i];
-      if (ev.plain !== null && ev.plain !== "") {
+      if (withPlain && ev.plain !== null && ev.plain !== "") {
         plain.add(ev.plain);
         plainMessages++;
       }

@@ -23,12 +23,17 @@
  * @module
  */
 
-import type { HistoryStore } from "./history.ts";
+import {
+  type HistoryStore,
+  HistoryUnavailable,
+  type Unstored,
+} from "./history.ts";
 import type { EvictionReason, Metrics } from "./metrics.ts";
 import {
   type ChatRecord,
   encodeChat,
   encodeError,
+  encodeHistory,
   encodeMembership,
   encodeNick,
   encodePresence,
@@ -69,6 +74,14 @@ export const SENDS_PER_TURN = 256;
  */
 export const FRAME_CHARS = 32 * 1024;
 
+/**
+ * What a plain sender is sent, alone, when its message could not be stored
+ * and so was delivered to nobody. The plain protocol has no errors; a line
+ * only the sender sees is what a person at a plain chat page can read.
+ */
+export const PLAIN_NOT_STORED =
+  "[hubbub] your last message was not delivered: the server could not store it";
+
 /** What the hub needs of a connection; {@link Client} is the real one. */
 export interface Member {
   /** Unique per process, for logs. */
@@ -97,6 +110,8 @@ export interface LogEvent {
   rec: ChatRecord | null;
   /** The JSON line; for a chat message, encoded when a JSON member needs it. */
   json: string | null;
+  /** Who sent the chat message, to be told if storing it fails. */
+  sender: Member | null;
 }
 
 /** What the members visited with the same part of the log are sent. */
@@ -202,6 +217,8 @@ export class Hub {
     since?: number,
     epoch?: string,
   ): void {
+    // The welcome's history must hold only stored records.
+    this.#commit();
     let room = this.#rooms.get(roomName);
     if (!room) {
       room = new Room(roomName, this.#opts.history.lastSeq(roomName));
@@ -233,6 +250,11 @@ export class Hub {
           epoch: slice.epoch,
         }),
       );
+      // Missed records beyond the welcome's window, before any live event:
+      // the outbox is cut into frames like the log.
+      for (const rec of slice.rest) {
+        this.sendTo(member, encodeChat(room.name, rec));
+      }
     }
     if (room.members.size > LARGE_ROOM) return;
     this.#announce(room, encodeMembership("join", member.name, Date.now()));
@@ -267,7 +289,33 @@ export class Hub {
     };
     this.#opts.history.append(room.name, rec);
     this.#opts.metrics.messagesReceived++;
-    this.#enqueue(room, { plain: normalizePlain(text), rec, json: null });
+    this.#enqueue(room, {
+      plain: normalizePlain(text),
+      rec,
+      json: null,
+      sender: member,
+    });
+  }
+
+  /**
+   * Answers a scrollback request: up to `limit` messages before seq
+   * `before` (the newest when absent), oldest first.
+   */
+  scrollback(member: Member, before: number | undefined, limit: number): void {
+    const room = member.room;
+    if (!room) return;
+    this.#commit();
+    try {
+      const page = this.#opts.history.before(
+        room.name,
+        before ?? room.seq + 1,
+        limit,
+      );
+      this.sendTo(member, encodeHistory(room.name, page));
+    } catch (err) {
+      if (!(err instanceof HistoryUnavailable)) throw err;
+      this.sendError(member, "history_unavailable", err.message);
+    }
   }
 
   /** Changes a member's name, or tells it why not. */
@@ -323,6 +371,7 @@ export class Hub {
     // Lines already queued for it (such as the error that explains this
     // close) still go out, except to a slow consumer, which cannot take them.
     if (member.outbox && reason !== "slow_consumer") {
+      this.#commit();
       this.#visit(member.room, member);
       if (!member.room) return; // that send found it too slow and evicted it
     }
@@ -337,7 +386,50 @@ export class Hub {
 
   /** Queues a room event that only JSON members see (join, leave, nick). */
   #announce(room: Room, json: string): void {
-    this.#enqueue(room, { plain: null, rec: null, json });
+    this.#enqueue(room, { plain: null, rec: null, json, sender: null });
+  }
+
+  /**
+   * Stores what was accepted since the last call; must precede every send.
+   * What could not be stored is taken back before anyone has it.
+   */
+  #commit(): void {
+    const unstored = this.#opts.history.commit();
+    if (unstored !== null) this.#takeBack(unstored);
+  }
+
+  /**
+   * Removes records that were not stored from their rooms' logs, rolls the
+   * rooms' seqs back, and tells each sender. No member has been sent them:
+   * they arrived after the last commit, and every send follows a commit, so
+   * every cursor and pass is before them.
+   */
+  #takeBack(unstored: Unstored): void {
+    const senders = new Set<Member>();
+    for (const [name, first] of unstored) {
+      const room = this.#rooms.get(name);
+      if (!room) continue; // everyone left; the events went with the room
+      room.seq = first - 1;
+      room.log = room.log.filter((ev) => {
+        if (ev.rec === null || ev.rec.seq < first) return true;
+        if (ev.sender) senders.add(ev.sender);
+        this.#opts.metrics.messagesNotStored++;
+        return false;
+      });
+      room.batches.clear();
+      room.batchEnd = -1;
+    }
+    for (const member of senders) {
+      if (member.json) {
+        this.sendError(
+          member,
+          "not_stored",
+          "message not delivered: the server could not store it; try again",
+        );
+      } else {
+        this.sendTo(member, PLAIN_NOT_STORED);
+      }
+    }
   }
 
   #enqueue(room: Room, event: LogEvent): void {
@@ -372,6 +464,7 @@ export class Hub {
 
   #turn = (): void => {
     this.#timer = null;
+    this.#commit();
     let budget = SENDS_PER_TURN;
     const members = this.#dirtyMembers;
     this.#dirtyMembers = [];
@@ -506,15 +599,22 @@ export class Hub {
   ): number {
     let frames = shared;
     if (member.outbox) {
-      const own = member.outbox.join("\n");
+      const builder = new FrameBuilder();
+      for (const line of member.outbox) builder.add(line);
       member.outbox = null;
-      bytes += utf8Length(own);
+      const own = builder.frames();
+      bytes += bytesOf(own);
+      const last = own[own.length - 1];
       if (shared.length === 0) {
-        frames = [own];
-      } else if (own.length + 1 + shared[0].length > FRAME_CHARS) {
-        frames = [own, ...shared];
+        frames = own;
+      } else if (last.length + 1 + shared[0].length > FRAME_CHARS) {
+        frames = [...own, ...shared];
       } else {
-        frames = [own + "\n" + shared[0], ...shared.slice(1)];
+        frames = [
+          ...own.slice(0, -1),
+          last + "\n" + shared[0],
+          ...shared.slice(1),
+        ];
         bytes += 1;
       }
     }

@@ -6,11 +6,15 @@
  */
 
 import { ConfigError, parseConfig } from "./config.ts";
+import { DataFileError } from "./history_db.ts";
 import { createLogger } from "./log.ts";
 import { createHubbub } from "./mod.ts";
 
 /** Exit code for unusable flags, as with most Unix tools. */
 const EXIT_USAGE = 2;
+
+/** Exit code for a `--data` file that cannot be used. */
+const EXIT_DATA = 1;
 
 /** Reads an environment variable, treating one we may not read as unset. */
 function readEnv(name: string): string | undefined {
@@ -38,7 +42,14 @@ export async function main(args: string[]): Promise<number> {
   }
   const config = parsed.config;
   const logger = createLogger(config.logFormat);
-  const hubbub = createHubbub({ ...config, logger });
+  let hubbub;
+  try {
+    hubbub = createHubbub({ ...config, logger });
+  } catch (err) {
+    if (!(err instanceof DataFileError)) throw err;
+    console.error(`hubbub: ${err.message}`);
+    return EXIT_DATA;
+  }
   // Listen for signals before announcing the port: a SIGTERM right after
   // "listening on" must still shut down gracefully.
   const stopSignal = new Promise<Deno.Signal>((resolve) => {

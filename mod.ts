@@ -19,7 +19,9 @@
 
 import { createHash } from "node:crypto";
 import { Client, type ClientLimits } from "./client.ts";
-import { MemoryHistory } from "./history.ts";
+import { DurableHistory } from "./durable_history.ts";
+import { type HistoryStore, MemoryHistory } from "./history.ts";
+import type { DataSync } from "./history_db.ts";
 import { Hub } from "./hub.ts";
 import { type Logger, silentLogger } from "./log.ts";
 import { type EvictionReason, Metrics } from "./metrics.ts";
@@ -50,8 +52,18 @@ export interface HubbubOptions {
   rateBurst?: number;
   /** Open sockets beyond which upgrades get 503; default 10000. */
   maxConnections?: number;
-  /** Messages kept per room; default 100. */
+  /** Messages kept per room in memory (sent on join); default 100. */
   history?: number;
+  /**
+   * Database file for durable history (created if absent); default none:
+   * history in memory only. Needs read and write permission for the file
+   * and its `-wal` and `-journal` siblings.
+   */
+  data?: string;
+  /** Messages kept per room on disk with `data`; default 10000. */
+  historyMax?: number;
+  /** Commit durability with `data`; default `normal`. */
+  dataSync?: DataSync;
   /** Extra allowed browser origins, or `*`; default none. */
   allowOrigin?: string[] | "*";
   /** Where log lines go; default nowhere. */
@@ -106,7 +118,11 @@ const GOING_AWAY = 1001;
  */
 const VECTORED_WRITES_ENV = "DENO_USE_WRITEV";
 
-/** Builds a hubbub instance. */
+/**
+ * Builds a hubbub instance.
+ *
+ * @throws {DataFileError} when `data` names a file that cannot be used.
+ */
 export function createHubbub(options: HubbubOptions = {}): Hubbub {
   const base = (options.basePath ?? "").replace(/\/+$/, "");
   const maxEchoBytes = options.maxEchoBytes ?? 1 << 20;
@@ -116,7 +132,17 @@ export function createHubbub(options: HubbubOptions = {}): Hubbub {
   const logger = options.logger ?? silentLogger;
   useVectoredWrites(logger);
   const metrics = new Metrics();
-  const history = new MemoryHistory(options.history ?? 100);
+  // Throws DataFileError when the data file cannot be used.
+  const history: HistoryStore = options.data
+    ? new DurableHistory({
+      path: options.data,
+      window: options.history ?? 100,
+      max: options.historyMax ?? 10000,
+      sync: options.dataSync ?? "normal",
+      logger,
+      metrics,
+    })
+    : new MemoryHistory(options.history ?? 100);
   const maxBufferedBytes = options.maxBufferedBytes ?? 1 << 20;
   const hub = new Hub({ maxBufferedBytes, history, metrics });
   const limits: ClientLimits = {
@@ -273,6 +299,7 @@ export function createHubbub(options: HubbubOptions = {}): Hubbub {
               evictedUnclosed: evictedSockets.size,
               rooms: hub.roomCount,
               historyMessages: history.size(),
+              historyStored: history.stored(),
             }),
             {
               headers: {
@@ -295,6 +322,7 @@ export function createHubbub(options: HubbubOptions = {}): Hubbub {
     }
     for (const member of hub.members()) hub.leave(member);
     hub.stop();
+    history.close();
     const deadline = Date.now() + timeoutMs;
     while (sockets.size > 0 && Date.now() < deadline) {
       await new Promise((resolve) => setTimeout(resolve, 20));

@@ -22,6 +22,7 @@ const { values } = parseArgs({
     idle: { type: "string", default: "1000" },
     loaders: { type: "string", default: "2" },
     json: { type: "boolean", default: false },
+    data: { type: "boolean", default: false },
   },
 });
 const clients = Number(values.clients);
@@ -76,12 +77,19 @@ class LineProcess {
   }
 }
 
+/** With `--data`: a fresh database in a temporary directory, removed after. */
+const dataDir = values.data
+  ? await Deno.makeTempDir({ prefix: "hubbub-bench-" })
+  : null;
+
 async function startServer(): Promise<{ proc: LineProcess; port: number }> {
   const proc = new LineProcess([
     "run",
     "--allow-net",
     "--allow-env=HUBBUB_*,DENO_USE_WRITEV",
+    ...(dataDir ? [`--allow-read=${dataDir}`, `--allow-write=${dataDir}`] : []),
     `${root}main.ts`,
+    ...(dataDir ? [`--data=${dataDir}/bench.db`] : []),
     "--port=0",
     "--hostname=127.0.0.1",
     "--rate-limit=0",
@@ -194,7 +202,7 @@ try {
   const perConn = idleClients > 0 ? await idle(port, pid) : NaN;
   const r = await fanout(port, pid);
   const { peak } = await memory(pid);
-  const mode = values.json ? "json" : "plain";
+  const mode = (values.json ? "json" : "plain") + (dataDir ? "+data" : "");
   console.log(
     "| mode | clients | senders | offered msg/s | delivered msgs/s | p50 ms | p99 ms | lost | server peak RSS MB | RSS/idle conn KB |",
   );
@@ -209,4 +217,5 @@ try {
 } finally {
   proc.child.kill("SIGTERM");
   await proc.finish();
+  if (dataDir) await Deno.remove(dataDir, { recursive: true });
 }

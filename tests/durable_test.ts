@@ -274,6 +274,9 @@ Deno.test("data: a file that cannot be used is one line and exit 1", () =>
     bytes.fill(0xa5, 4096, 8192);
     await Deno.writeFile(corrupt, bytes);
     await Deno.mkdir(`${dir}/adir`);
+    // A file another running hubbub holds.
+    const inUse = `${dir}/in-use.db`;
+    const holder = await spawnServer(["--data", inUse], DATA_FLAGS);
 
     const cases: [string, string[], RegExp, string[]?][] = [
       ["text file", ["--data", text], /is not a hubbub database/],
@@ -286,6 +289,7 @@ Deno.test("data: a file that cannot be used is one line and exit 1", () =>
         "--allow-net",
         "--allow-env",
       ]],
+      ["in use", ["--data", inUse], /in use by another process/],
     ];
     for (const [name, args, message, flags] of cases) {
       const { code, stderr } = await runMain(args, flags);
@@ -295,6 +299,7 @@ Deno.test("data: a file that cannot be used is one line and exit 1", () =>
       assert.match(lines[0], message, name);
       assert.match(lines[0], /^hubbub: /, name);
     }
+    assert.equal((await holder.stop()).code, 0);
   }));
 
 Deno.test("data: a write failure tells the sender and delivers nothing unstored", async (t) => {

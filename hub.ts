@@ -282,13 +282,22 @@ export class Hub {
     const room = member.room;
     if (!room) return;
     const rec: ChatRecord = {
-      seq: ++room.seq,
+      seq: room.seq + 1,
       from: member.name,
       time: Date.now(),
       text,
     };
-    this.#opts.history.append(room.name, rec);
     this.#opts.metrics.messagesReceived++;
+    try {
+      this.#opts.history.append(room.name, rec);
+    } catch (err) {
+      // A durable store that had to read the room back from a failing disk.
+      if (!(err instanceof HistoryUnavailable)) throw err;
+      this.#opts.metrics.messagesNotStored++;
+      this.#tellNotStored(member);
+      return;
+    }
+    room.seq = rec.seq;
     this.#enqueue(room, {
       plain: normalizePlain(text),
       rec,
@@ -419,16 +428,19 @@ export class Hub {
       room.batches.clear();
       room.batchEnd = -1;
     }
-    for (const member of senders) {
-      if (member.json) {
-        this.sendError(
-          member,
-          "not_stored",
-          "message not delivered: the server could not store it; try again",
-        );
-      } else {
-        this.sendTo(member, PLAIN_NOT_STORED);
-      }
+    for (const member of senders) this.#tellNotStored(member);
+  }
+
+  /** Tells a sender that its message was delivered to nobody. */
+  #tellNotStored(member: Member): void {
+    if (member.json) {
+      this.sendError(
+        member,
+        "not_stored",
+        "message not delivered: the server could not store it; try again",
+      );
+    } else {
+      this.sendTo(member, PLAIN_NOT_STORED);
     }
   }
 

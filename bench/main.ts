@@ -23,6 +23,7 @@ const { values } = parseArgs({
     loaders: { type: "string", default: "2" },
     json: { type: "boolean", default: false },
     data: { type: "boolean", default: false },
+    "data-sync": { type: "string", default: "normal" },
   },
 });
 const clients = Number(values.clients);
@@ -89,7 +90,9 @@ async function startServer(): Promise<{ proc: LineProcess; port: number }> {
     "--allow-env=HUBBUB_*,DENO_USE_WRITEV",
     ...(dataDir ? [`--allow-read=${dataDir}`, `--allow-write=${dataDir}`] : []),
     `${root}main.ts`,
-    ...(dataDir ? [`--data=${dataDir}/bench.db`] : []),
+    ...(dataDir
+      ? [`--data=${dataDir}/bench.db`, `--data-sync=${values["data-sync"]}`]
+      : []),
     "--port=0",
     "--hostname=127.0.0.1",
     "--rate-limit=0",
@@ -202,7 +205,8 @@ try {
   const perConn = idleClients > 0 ? await idle(port, pid) : NaN;
   const r = await fanout(port, pid);
   const { peak } = await memory(pid);
-  const mode = (values.json ? "json" : "plain") + (dataDir ? "+data" : "");
+  const mode = (values.json ? "json" : "plain") +
+    (dataDir ? `+data(${values["data-sync"]})` : "");
   console.log(
     "| mode | clients | senders | offered msg/s | delivered msgs/s | p50 ms | p99 ms | lost | server peak RSS MB | RSS/idle conn KB |",
   );

@@ -74,7 +74,7 @@ const range = (from: number, to: number): number[] =>
 Deno.test("data: kill -9 and restart keep every message, seq and epoch", () =>
   withTempDir(async (dir) => {
     const data = `${dir}/hubbub.db`;
-    const args = ["--data", data, "--rate-limit", "0"];
+    const args = ["--port", "0", "--data", data, "--rate-limit", "0"];
     let epoch: unknown;
     let before: Rec[];
     const first = await spawnServer(args, DATA_FLAGS);
@@ -264,7 +264,10 @@ Deno.test("data: a file that cannot be used is one line and exit 1", () =>
     // A real hubbub file with a message, then its second page (the rooms
     // table) garbled.
     const corrupt = `${dir}/corrupt.db`;
-    const srv = await spawnServer(["--data", corrupt], DATA_FLAGS);
+    const srv = await spawnServer(
+      ["--port", "0", "--data", corrupt],
+      DATA_FLAGS,
+    );
     const s = await joinJson(srv.ws);
     await sendMany(s, 1, "m");
     await s.close();
@@ -276,7 +279,10 @@ Deno.test("data: a file that cannot be used is one line and exit 1", () =>
     await Deno.mkdir(`${dir}/adir`);
     // A file another running hubbub holds.
     const inUse = `${dir}/in-use.db`;
-    const holder = await spawnServer(["--data", inUse], DATA_FLAGS);
+    const holder = await spawnServer(
+      ["--port", "0", "--data", inUse],
+      DATA_FLAGS,
+    );
 
     const cases: [string, string[], RegExp, string[]?][] = [
       ["text file", ["--data", text], /is not a hubbub database/],

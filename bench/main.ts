@@ -199,6 +199,19 @@ async function idle(port: number, pid: number): Promise<number> {
   return (after - before) / idleClients;
 }
 
+/** With `--data`: how many history commits the run made and their mean time. */
+async function commitStats(port: number): Promise<string> {
+  const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+  const value = (name: string) =>
+    Number(text.match(new RegExp(`^${name} (\\S+)$`, "m"))?.[1]);
+  const count = value("hubbub_history_write_seconds_count");
+  const sum = value("hubbub_history_write_seconds_sum");
+  const rows = value("hubbub_history_stored_messages");
+  return `history commits: ${count}, mean ${
+    (sum / count * 1e6).toFixed(0)
+  } µs, ${(rows / count).toFixed(1)} messages per commit`;
+}
+
 const { proc, port } = await startServer();
 const pid = proc.child.pid;
 try {
@@ -218,6 +231,7 @@ try {
       (perConn / 1024).toFixed(1)
     } |`,
   );
+  if (dataDir) console.log(await commitStats(port));
 } finally {
   proc.child.kill("SIGTERM");
   await proc.finish();

@@ -217,6 +217,7 @@ export class DurableHistory implements HistoryStore {
       lost += records.length;
     }
     this.#metrics.historyWriteFailures++;
+    this.#metrics.messagesNotStored += lost;
     const now = performance.now();
     if (
       !this.#failing || now - this.#lastFailureLog > FAILURE_LOG_INTERVAL_MS

@@ -20,6 +20,12 @@
  * member can only grow its own socket buffer, and is evicted once that
  * passes the limit.
  *
+ * Every turn begins by committing the history appended since the last one
+ * (one transaction with `--data`, nothing in memory), and so do the other
+ * places that send or read history for a client: nothing reaches anyone
+ * before it is stored. What fails to store is taken out of the logs, its
+ * seqs given back and its senders told, before anything is sent.
+ *
  * @module
  */
 
@@ -422,7 +428,6 @@ export class Hub {
       room.log = room.log.filter((ev) => {
         if (ev.rec === null || ev.rec.seq < first) return true;
         if (ev.sender) senders.add(ev.sender);
-        this.#opts.metrics.messagesNotStored++;
         return false;
       });
       room.batches.clear();

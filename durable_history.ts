@@ -32,7 +32,7 @@ import {
   type RoomSeed,
   type Unstored,
 } from "./history.ts";
-import { type DataSync, openHistoryDb } from "./history_db.ts";
+import { DataFileError, type DataSync, openHistoryDb } from "./history_db.ts";
 import type { Logger } from "./log.ts";
 import type { Metrics } from "./metrics.ts";
 import type { ChatRecord } from "./protocol.ts";
@@ -147,15 +147,20 @@ export class DurableHistory implements HistoryStore {
       "DELETE FROM messages WHERE room = ? AND seq < ?",
     );
     this.#setFirst = db.prepare("UPDATE rooms SET first_seq = ? WHERE id = ?");
-    this.#rows = Number(
-      db.prepare("SELECT sum(last_seq - first_seq + 1) AS n FROM rooms").get()
-        ?.n ?? 0,
-    );
-    // Rooms over a lowered --history-max: one row each from the rooms table.
-    const over = db.prepare(
-      "SELECT name FROM rooms WHERE last_seq - first_seq + 1 > ?",
-    ).all(this.#max);
-    for (const row of over) this.#overfull.add(String(row.name));
+    try {
+      this.#rows = Number(
+        db.prepare("SELECT sum(last_seq - first_seq + 1) AS n FROM rooms").get()
+          ?.n ?? 0,
+      );
+      // Rooms over a lowered --history-max: one row each from the rooms table.
+      const over = db.prepare(
+        "SELECT name FROM rooms WHERE last_seq - first_seq + 1 > ?",
+      ).all(this.#max);
+      for (const row of over) this.#overfull.add(String(row.name));
+    } catch (err) {
+      db.close();
+      throw new DataFileError(`cannot read ${opts.path}: ${errorText(err)}`);
+    }
     this.#scheduleTrim();
   }
 

@@ -277,7 +277,17 @@ export async function spawnServer(
   const env = Deno.env.toObject();
   delete env.DENO_USE_WRITEV;
   const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", ...denoFlags, MAIN, "--hostname", "127.0.0.1", ...args],
+    // A later --port in `args` wins: the last value of a flag counts.
+    args: [
+      "run",
+      ...denoFlags,
+      MAIN,
+      "--hostname",
+      "127.0.0.1",
+      "--port",
+      "0",
+      ...args,
+    ],
     clearEnv: true,
     env,
     stdout: "piped",
@@ -306,7 +316,12 @@ export async function spawnServer(
   try {
     port = await within(portFound.promise, "listening line");
   } catch (e) {
-    child.kill("SIGKILL");
+    try {
+      child.kill("SIGKILL");
+    } catch (killErr) {
+      // Already exited: `e` says why.
+      if (!(killErr instanceof TypeError)) throw killErr;
+    }
     await status;
     await Promise.all([errDone, outDone]);
     throw e;

@@ -23,13 +23,9 @@ import { MemoryHistory } from "./history.ts";
 import { Hub } from "./hub.ts";
 import { type Logger, silentLogger } from "./log.ts";
 import { type EvictionReason, Metrics } from "./metrics.ts";
-import {
-  checkName,
-  DEFAULT_ROOM,
-  exceedsBytes,
-  isRoomName,
-  JSON_SUBPROTOCOL,
-} from "./protocol.ts";
+import { serveEcho } from "./echo.ts";
+import { Gate, refusal } from "./gate.ts";
+import { checkName, JSON_SUBPROTOCOL } from "./protocol.ts";
 import page from "./static/home.html" with { type: "text" };
 
 /** Settings of an instance; every field has the command line's default. */
@@ -90,8 +86,6 @@ const HTML_HEADERS = {
     "frame-ancestors 'none'",
   ].join("; "),
 };
-const WHOLE_NUMBER = /^\d{1,15}$/;
-const EPOCH = /^[A-Za-z0-9-]{1,36}$/;
 const PAGE_BYTES = new TextEncoder().encode(page);
 const GOING_AWAY = 1001;
 
@@ -159,82 +153,46 @@ export function createHubbub(options: HubbubOptions = {}): Hubbub {
   }
 
   const ctx = { hub, metrics, logger, limits, untrack, evictSocket };
-
-  /** The checks after request validation that every socket route shares. */
-  function refuseAccess(req: Request): Response | null {
-    if (!originAllowed(req, allowOrigin)) {
-      return text(403, "origin not allowed");
-    }
-    if (closing) return text(503, "server shutting down");
-    if (sockets.size >= maxConnections) {
-      metrics.rejectedConnections++;
-      return text(503, "too many connections");
-    }
-    return null;
-  }
+  const gate = new Gate({
+    allowOrigin,
+    maxConnections,
+    metrics,
+    connections: () => sockets.size,
+    closing: () => closing,
+  });
 
   function chat(req: Request, url: URL): Response {
-    const bad = upgradeProblem(req);
-    if (bad) return text(400, bad);
-    const room = url.searchParams.get("room") ?? DEFAULT_ROOM;
-    if (!isRoomName(room)) {
-      return text(400, "room must be 1-64 characters of A-Z a-z 0-9 _ . -");
-    }
-    const sinceRaw = url.searchParams.get("since");
-    const since = sinceRaw === null ? undefined : Number(sinceRaw);
-    if (since !== undefined && !WHOLE_NUMBER.test(sinceRaw!)) {
-      return text(400, "since must be a whole number >= 0");
-    }
-    const epoch = url.searchParams.get("epoch") ?? undefined;
-    if (epoch !== undefined && !EPOCH.test(epoch)) {
-      return text(400, "epoch must be the one from the welcome");
-    }
-    const refused = refuseAccess(req);
-    if (refused) return refused;
-    const json = offeredProtocols(req).includes(JSON_SUBPROTOCOL);
+    const admitted = gate.chat(req, url);
+    if (admitted instanceof Response) return admitted;
     const { socket, response } = Deno.upgradeWebSocket(req, {
       idleTimeout,
-      ...(json ? { protocol: JSON_SUBPROTOCOL } : {}),
+      ...(admitted.json ? { protocol: JSON_SUBPROTOCOL } : {}),
     });
     sockets.add(socket);
-    const requested = checkName(url.searchParams.get("name") ?? "");
+    const requested = checkName(admitted.name ?? "");
     const name = "name" in requested
       ? requested.name
       : `guest-${++guestNumber}`;
-    new Client(socket, json, { room, name, since, epoch }, ctx);
+    const { room, since, epoch } = admitted;
+    new Client(socket, admitted.json, { room, name, since, epoch }, ctx);
     return response;
   }
 
   function echo(req: Request): Response {
-    const bad = upgradeProblem(req);
-    if (bad) return text(400, bad);
-    const refused = refuseAccess(req);
+    const refused = gate.echo(req);
     if (refused) return refused;
     const { socket, response } = Deno.upgradeWebSocket(req, { idleTimeout });
-    socket.binaryType = "arraybuffer";
     sockets.add(socket);
-    socket.onclose = (ev) => untrack(socket, ev.code);
-    socket.onmessage = (ev: MessageEvent<unknown>) => {
-      const data = ev.data;
-      if (socket.readyState !== WebSocket.OPEN) return;
-      if (typeof data !== "string" && !(data instanceof ArrayBuffer)) return;
-      const tooBig = typeof data === "string"
-        ? exceedsBytes(data, maxEchoBytes)
-        : data.byteLength > maxEchoBytes;
-      if (tooBig) {
-        socket.close(1009, "message too big");
-      } else if (socket.bufferedAmount > maxBufferedBytes) {
-        evictSocket(socket, "slow_consumer", 1008, "slow consumer");
-      } else {
-        socket.send(data);
-      }
-    };
+    serveEcho(socket, { maxEchoBytes, maxBufferedBytes }, {
+      untrack,
+      evictSocket,
+    });
     return response;
   }
 
   function handler(req: Request): Response {
     const url = new URL(req.url);
-    if (!url.pathname.startsWith(base)) return text(404, "not found");
+    if (!url.pathname.startsWith(base)) return refusal(404, "not found");
     const path = url.pathname.slice(base.length);
     switch (path) {
       case "":
@@ -281,7 +239,7 @@ export function createHubbub(options: HubbubOptions = {}): Hubbub {
             },
           ));
       default:
-        return text(404, "not found");
+        return refusal(404, "not found");
     }
   }
 
@@ -332,13 +290,6 @@ function useVectoredWrites(logger: Logger): void {
   }
 }
 
-function text(status: number, body: string): Response {
-  return new Response(body + "\n", {
-    status,
-    headers: { "content-type": "text/plain; charset=utf-8" },
-  });
-}
-
 /** GET and HEAD only; anything else is 405 with the `Allow` header. */
 function readOnly(req: Request, answer: () => Response): Response {
   if (req.method === "GET") return answer();
@@ -350,56 +301,6 @@ function readOnly(req: Request, answer: () => Response): Response {
     status: 405,
     headers: { allow: "GET, HEAD", "content-type": "text/plain" },
   });
-}
-
-/** Why `req` is not a WebSocket upgrade, or null when it is one. */
-function upgradeProblem(req: Request): string | null {
-  if (req.method !== "GET") return "WebSocket upgrade needs GET";
-  const upgrade = req.headers.get("upgrade")?.toLowerCase();
-  if (upgrade !== "websocket") return "expected a WebSocket upgrade request";
-  const connection = req.headers.get("connection")?.toLowerCase() ?? "";
-  if (!connection.split(",").some((t) => t.trim() === "upgrade")) {
-    return "Connection header must include Upgrade";
-  }
-  if (req.headers.get("sec-websocket-version") !== "13") {
-    return "Sec-WebSocket-Version must be 13";
-  }
-  if (!req.headers.get("sec-websocket-key")) {
-    return "missing Sec-WebSocket-Key";
-  }
-  return null;
-}
-
-function offeredProtocols(req: Request): string[] {
-  return (req.headers.get("sec-websocket-protocol") ?? "")
-    .split(",").map((p) => p.trim()).filter((p) => p !== "");
-}
-
-/**
- * Browsers send Origin; it must be the server's own (host equals Host) or
- * listed. Clients without Origin are not browsers and are accepted.
- */
-function originAllowed(req: Request, allowed: string[] | "*"): boolean {
-  const origin = req.headers.get("origin");
-  if (origin === null || allowed === "*") return true;
-  let parsed: URL;
-  try {
-    parsed = new URL(origin);
-  } catch {
-    return false;
-  }
-  if (parsed.host === normalizeHost(req.headers.get("host"))) return true;
-  return allowed.includes(parsed.origin);
-}
-
-/** Host as URL would write it: lower case, default port dropped. */
-function normalizeHost(host: string | null): string | null {
-  if (host === null) return null;
-  try {
-    return new URL(`http://${host}`).host;
-  } catch {
-    return null;
-  }
 }
 
 /** CSP source for the page's one inline script, so nothing else may run. */

@@ -173,6 +173,27 @@ export class Auth {
   }
 }
 
+/**
+ * Checks a token a connected client sent to extend its socket's life: the
+ * new identity, or why it is refused. It must verify, be for the same
+ * `sub`, and allow the room the socket is in (`room`; null once it left).
+ */
+export async function checkRefresh(
+  auth: Auth | null,
+  token: string,
+  user: string | undefined,
+  room: string | null,
+): Promise<Identity | string> {
+  if (!auth || user === undefined) return "this server does not use tokens";
+  const verdict = await auth.verify(token);
+  if (isAuthFailure(verdict)) return verdict.message;
+  if (verdict.user !== user) return "token is for another user";
+  if (room !== null && !roomAllowed(verdict.rooms, room)) {
+    return "token does not allow this room";
+  }
+  return verdict;
+}
+
 /** Whether a token with the `rooms` claim `rooms` may join `room`. */
 export function roomAllowed(
   rooms: readonly string[] | null,

@@ -18,7 +18,7 @@
  */
 
 import { createHash } from "node:crypto";
-import { Auth, type AuthOptions, isAuthFailure, roomAllowed } from "./auth.ts";
+import { Auth, type AuthOptions, checkRefresh } from "./auth.ts";
 import { Client, type ClientLimits } from "./client.ts";
 import { MemoryHistory } from "./history.ts";
 import { Hub } from "./hub.ts";
@@ -185,26 +185,24 @@ export function createHubbub(options: HubbubOptions = {}): Hubbub {
   const expiry = new ExpirySweep();
 
   /** Checks a token a connected client sent to extend its socket's life. */
+  /** Each client's refreshes, checked one after another: the last wins. */
+  const refreshes = new WeakMap<Client, Promise<void>>();
   function refreshToken(client: Client, token: string): void {
-    if (!auth || client.user === undefined) {
-      hub.sendError(client, "bad_token", "this server does not use tokens");
-      return;
-    }
-    auth.verify(token).then((verdict) => {
-      const room = client.room;
-      if (!room) return;
-      if (isAuthFailure(verdict)) {
-        hub.sendError(client, "bad_token", verdict.message);
-      } else if (verdict.user !== client.user) {
-        hub.sendError(client, "bad_token", "token is for another user");
-      } else if (!roomAllowed(verdict.rooms, room.name)) {
-        hub.sendError(client, "bad_token", "token does not allow this room");
-      } else {
-        expiry.renew(client.socket, verdict.expires);
-      }
-    }).catch((err) => {
-      logger.log("error", "token refresh failed", { error: String(err) });
-    });
+    const previous = refreshes.get(client) ?? Promise.resolve();
+    refreshes.set(
+      client,
+      previous.then(async () => {
+        const room = client.room?.name ?? null;
+        const verdict = await checkRefresh(auth, token, client.user, room);
+        if (typeof verdict === "string") {
+          hub.sendError(client, "bad_token", verdict);
+        } else {
+          expiry.renew(client.socket, verdict.expires);
+        }
+      }).catch((err) => {
+        logger.log("error", "token refresh failed", { error: String(err) });
+      }),
+    );
   }
 
   const ctx = {

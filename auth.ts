@@ -32,7 +32,7 @@ export interface AuthOptions {
 }
 
 /**
- * Seconds a token's `nbf` (and `iat`) may lie in the future: the issuer's
+ * Seconds a token's `nbf` may lie in the future: the issuer's
  * clock may run a little ahead of ours, and a token minted and used at once
  * must not bounce. `exp` gets no leeway: it is the issuer's deadline, and a
  * socket is closed at it, so the handshake judges it the same way.
@@ -279,9 +279,12 @@ function failureOf(err: unknown): AuthFailure {
     return unauthorized("expired", "token expired");
   }
   if (err instanceof errors.JWTClaimValidationFailed) {
+    // "invalid": a time claim that is not a number, whichever it is.
+    if (err.reason === "invalid") {
+      return unauthorized("bad_claims", "invalid token claims");
+    }
     switch (err.claim) {
       case "nbf":
-      case "iat":
         return unauthorized("not_yet_valid", "token not yet valid");
       case "aud":
         return unauthorized("wrong_audience", "wrong token audience");

@@ -159,6 +159,13 @@ Deno.test("auth: every bad token is refused before the upgrade, counted and logg
         "bad_claims",
       ],
       [
+        "exp not a number",
+        await mint({ exp: "tomorrow" }),
+        401,
+        "invalid token claims",
+        "bad_claims",
+      ],
+      [
         "rooms not a list",
         await mint({ rooms: "lobby" }),
         401,

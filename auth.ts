@@ -12,6 +12,7 @@
 
 import { createRemoteJWKSet, errors, jwtVerify } from "jose";
 import type { JWTPayload, JWTVerifyGetKey, JWTVerifyOptions } from "jose";
+import type { Logger } from "./log.ts";
 import { MAX_NAME_LENGTH } from "./protocol.ts";
 
 /** The auth settings of an instance; auth is on when a key source is set. */
@@ -38,6 +39,12 @@ export interface AuthOptions {
  * socket is closed at it, so the handshake judges it the same way.
  */
 export const CLOCK_LEEWAY_SECONDS = 10;
+
+/**
+ * HS256 is as strong as its secret; RFC 7518 asks for a key at least as
+ * long as the hash. Shorter secrets work but are logged as a warning.
+ */
+const MIN_SECRET_BYTES = 32;
 
 /** How long a key-set fetch may take before the token is refused (503). */
 const JWKS_TIMEOUT_MS = 5000;
@@ -102,10 +109,16 @@ export class Auth {
 
   /**
    * An authenticator for `options`, or null when neither a secret nor a key
-   * set is configured (auth off).
+   * set is configured (auth off). A short secret is logged as a warning.
    */
-  static fromOptions(options: AuthOptions): Auth | null {
+  static fromOptions(options: AuthOptions, logger: Logger): Auth | null {
     if (!options.jwtSecret && !options.jwtJwksUrl) return null;
+    const secret = new TextEncoder().encode(options.jwtSecret ?? "");
+    if (options.jwtSecret && secret.length < MIN_SECRET_BYTES) {
+      logger.log("warn", "jwt secret is short", {
+        advice: `use at least ${MIN_SECRET_BYTES} random bytes`,
+      });
+    }
     return new Auth(options);
   }
 

@@ -18,14 +18,14 @@
  */
 
 import { createHash } from "node:crypto";
-import { Auth, type AuthOptions, checkRefresh } from "./auth.ts";
+import { Auth, type AuthOptions } from "./auth.ts";
 import { Client, type ClientLimits } from "./client.ts";
 import { MemoryHistory } from "./history.ts";
 import { Hub } from "./hub.ts";
 import { type Logger, silentLogger } from "./log.ts";
 import { type EvictionReason, Metrics } from "./metrics.ts";
 import { serveEcho } from "./echo.ts";
-import { ExpirySweep } from "./expiry.ts";
+import { TokenLifetimes } from "./expiry.ts";
 import {
   type ChatAdmission,
   type EchoAdmission,
@@ -101,13 +101,6 @@ const HTML_HEADERS = {
 };
 const PAGE_BYTES = new TextEncoder().encode(page);
 const GOING_AWAY = 1001;
-const POLICY_VIOLATION = 1008;
-
-/**
- * HS256 is as strong as its secret; RFC 7518 asks for a key at least as
- * long as the hash. Shorter secrets work but are logged as a warning.
- */
-const MIN_SECRET_BYTES = 32;
 
 /**
  * Deno's server WebSocket copies every frame into a per-socket buffer that
@@ -150,7 +143,7 @@ export function createHubbub(options: HubbubOptions = {}): Hubbub {
   function untrack(socket: WebSocket, code: number): void {
     if (!sockets.delete(socket)) return;
     evictedSockets.delete(socket);
-    expiry.forget(socket);
+    lifetimes.forget(socket);
     metrics.closed(code);
   }
 
@@ -173,36 +166,16 @@ export function createHubbub(options: HubbubOptions = {}): Hubbub {
     socket.close(code, text);
   }
 
-  const auth = Auth.fromOptions(options);
-  if (
-    options.jwtSecret &&
-    new TextEncoder().encode(options.jwtSecret).length < MIN_SECRET_BYTES
-  ) {
-    logger.log("warn", "jwt secret is short", {
-      advice: `use at least ${MIN_SECRET_BYTES} random bytes`,
-    });
-  }
-  const expiry = new ExpirySweep();
+  const auth = Auth.fromOptions(options, logger);
+  const lifetimes = new TokenLifetimes(auth, logger);
 
-  /** Checks a token a connected client sent to extend its socket's life. */
-  /** Each client's refreshes, checked one after another: the last wins. */
-  const refreshes = new WeakMap<Client, Promise<void>>();
   function refreshToken(client: Client, token: string): void {
-    const previous = refreshes.get(client) ?? Promise.resolve();
-    refreshes.set(
-      client,
-      previous.then(async () => {
-        const room = client.room?.name ?? null;
-        const verdict = await checkRefresh(auth, token, client.user, room);
-        if (typeof verdict === "string") {
-          hub.sendError(client, "bad_token", verdict);
-        } else {
-          expiry.renew(client.socket, verdict.expires);
-        }
-      }).catch((err) => {
-        logger.log("error", "token refresh failed", { error: String(err) });
-      }),
-    );
+    lifetimes.refresh({
+      socket: client.socket,
+      user: client.user,
+      roomName: () => client.room?.name ?? null,
+      refuse: (message) => hub.sendError(client, "bad_token", message),
+    }, token);
   }
 
   const ctx = {
@@ -223,13 +196,6 @@ export function createHubbub(options: HubbubOptions = {}): Hubbub {
     connections: () => sockets.size,
     closing: () => closing,
   });
-
-  /** Closes a socket whose token has run out (1008). */
-  function expire(socket: WebSocket, leave?: () => void): void {
-    logger.log("info", "token expired", {});
-    leave?.();
-    socket.close(POLICY_VIOLATION, "token expired");
-  }
 
   function chat(req: Request, url: URL): Response | Promise<Response> {
     const admitted = gate.chat(req, url);
@@ -263,13 +229,7 @@ export function createHubbub(options: HubbubOptions = {}): Hubbub {
       { room, name, since, epoch, user },
       ctx,
     );
-    if (identity?.expires != null) {
-      expiry.track(
-        socket,
-        identity.expires,
-        () => expire(socket, () => hub.leave(client)),
-      );
-    }
+    lifetimes.watch(socket, identity, () => hub.leave(client));
     return response;
   }
 
@@ -294,9 +254,7 @@ export function createHubbub(options: HubbubOptions = {}): Hubbub {
       untrack,
       evictSocket,
     });
-    if (admitted.identity?.expires != null) {
-      expiry.track(socket, admitted.identity.expires, () => expire(socket));
-    }
+    lifetimes.watch(socket, admitted.identity);
     return response;
   }
 
@@ -357,7 +315,7 @@ export function createHubbub(options: HubbubOptions = {}): Hubbub {
 
   async function close(timeoutMs = 5000): Promise<void> {
     closing = true;
-    expiry.stop();
+    lifetimes.stop();
     const open = [...sockets];
     for (const socket of open) {
       if (socket.readyState === WebSocket.OPEN) {

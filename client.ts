@@ -35,6 +35,8 @@ export interface JoinRequest {
   room: string;
   /** Wanted display name (may get a suffix in the room). */
   name: string;
+  /** The token's `sub` when auth is on; its sockets are one person. */
+  user?: string;
   /** Last seq the client saw, for reconnects. */
   since?: number;
   /** The room epoch that `since` belongs to. */
@@ -53,6 +55,8 @@ export interface ClientContext {
   limits: ClientLimits;
   /** Called once when the socket has closed, with its close code. */
   untrack(socket: WebSocket, code: number): void;
+  /** Checks a fresh token the client sent; answers with an error if bad. */
+  refreshToken(client: Client, token: string): void;
   /** Counts, logs and closes a socket the server gave up on. */
   evictSocket(
     socket: WebSocket,
@@ -70,6 +74,7 @@ export class Client implements Member {
   readonly id = nextId++;
   readonly socket: WebSocket;
   readonly json: boolean;
+  readonly user: string | undefined;
   name: string;
   room: Room | null = null;
   outbox: string[] | null = null;
@@ -93,6 +98,7 @@ export class Client implements Member {
     this.socket = socket;
     this.json = json;
     this.name = join.name;
+    this.user = join.user;
     this.#join = join;
     this.#ctx = ctx;
     this.#tokens = ctx.limits.rateBurst;
@@ -168,7 +174,15 @@ export class Client implements Member {
         hub.publish(this, msg.text);
         return;
       case "nick":
-        hub.rename(this, msg.name);
+        if (this.user === undefined) hub.rename(this, msg.name);
+        else {hub.sendError(
+            this,
+            "auth_name",
+            "your name comes from your token",
+          );}
+        return;
+      case "token":
+        this.#ctx.refreshToken(this, msg.token);
         return;
       case "who":
         hub.who(this);

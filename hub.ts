@@ -77,8 +77,10 @@ export interface Member {
   readonly socket: WebSocket;
   /** Speaks the JSON protocol (else plain text). */
   readonly json: boolean;
-  /** Display name, unique within the room. */
+  /** Display name, unique within the room but for sockets of one user. */
   name: string;
+  /** The signed-in user (token `sub`); its sockets are one person. */
+  readonly user?: string;
   /** The room it is in; null before join and after leave. */
   room: Room | null;
   /** Lines for this member alone, sent with its next frame. */
@@ -121,6 +123,11 @@ export class Room {
   readonly members = new Set<Member>();
   /** Members by name, so names stay unique. */
   readonly names = new Map<string, Member>();
+  /**
+   * Signed-in users here, by `sub`: their one name and how many sockets
+   * they have in the room. A user's second tab adds a socket, not a person.
+   */
+  readonly users = new Map<string, { name: string; sockets: number }>();
   /** Members speaking JSON; the JSON frame is built only when non-zero. */
   jsonMembers = 0;
   /** Newest seq accepted; history up to here is what a joiner gets. */
@@ -207,11 +214,22 @@ export class Hub {
       room = new Room(roomName, this.#opts.history.lastSeq(roomName));
       this.#rooms.set(roomName, room);
     }
-    member.name = uniqueName(room, member.name);
+    const known = member.user === undefined
+      ? undefined
+      : room.users.get(member.user);
+    if (known) {
+      known.sockets++;
+      member.name = known.name;
+    } else {
+      member.name = uniqueName(room, member.name);
+      room.names.set(member.name, member);
+      if (member.user !== undefined) {
+        room.users.set(member.user, { name: member.name, sockets: 1 });
+      }
+    }
     member.room = room;
     member.cursor = room.logEnd;
     room.members.add(member);
-    room.names.set(member.name, member);
     if (member.json) {
       room.jsonMembers++;
       // Everything accepted so far comes as history; the member's cursor
@@ -226,7 +244,7 @@ export class Hub {
           members: room.members.size > LARGE_ROOM
             ? [member.name]
             : [...room.names.keys()],
-          memberCount: room.members.size,
+          memberCount: room.names.size,
           history: slice.records,
           gap: slice.gap,
           seq: room.seq,
@@ -234,7 +252,7 @@ export class Hub {
         }),
       );
     }
-    if (room.members.size > LARGE_ROOM) return;
+    if (known || room.members.size > LARGE_ROOM) return;
     this.#announce(room, encodeMembership("join", member.name, Date.now()));
   }
 
@@ -245,14 +263,38 @@ export class Hub {
     member.room = null;
     member.outbox = null;
     room.members.delete(member);
-    room.names.delete(member.name);
     if (member.json) room.jsonMembers--;
+    if (this.#otherSocketStays(room, member)) return;
+    room.names.delete(member.name);
     if (room.members.size === 0) {
       this.#rooms.delete(room.name);
       return;
     }
     if (room.members.size >= LARGE_ROOM) return;
     this.#announce(room, encodeMembership("leave", member.name, Date.now()));
+  }
+
+  /**
+   * Whether the leaving member's user still has another socket in the room:
+   * then the person stays, under the same name, and nobody hears a leave.
+   */
+  #otherSocketStays(room: Room, member: Member): boolean {
+    if (member.user === undefined) return false;
+    const known = room.users.get(member.user);
+    if (!known) return false;
+    if (--known.sockets === 0) {
+      room.users.delete(member.user);
+      return false;
+    }
+    if (room.names.get(member.name) === member) {
+      for (const other of room.members) {
+        if (other.user === member.user) {
+          room.names.set(member.name, other);
+          break;
+        }
+      }
+    }
+    return true;
   }
 
   /** Accepts a chat message from a member: it gets the room's next seq. */

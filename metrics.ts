@@ -6,6 +6,8 @@
  * @module
  */
 
+import { AUTH_FAILURE_REASONS, type AuthFailureReason } from "./auth.ts";
+
 /** Why a client was removed by the server rather than by its own choice. */
 export type EvictionReason = "slow_consumer" | "idle_timeout" | "rate_limit";
 
@@ -23,6 +25,8 @@ export class Metrics {
   rateLimited = 0;
   /** Upgrades refused because of `--max-connections`. */
   rejectedConnections = 0;
+  /** Upgrades refused by auth, by reason. */
+  readonly authFailures = new Map<AuthFailureReason, number>();
   /** Evictions by reason. */
   readonly evictions = new Map<EvictionReason, number>();
   /** Socket closes by close code (codes a peer may invent count as "other"). */
@@ -37,6 +41,11 @@ export class Metrics {
   /** Counts one eviction. */
   evicted(reason: EvictionReason): void {
     this.evictions.set(reason, (this.evictions.get(reason) ?? 0) + 1);
+  }
+
+  /** Counts one upgrade refused by auth. */
+  authFailed(reason: AuthFailureReason): void {
+    this.authFailures.set(reason, (this.authFailures.get(reason) ?? 0) + 1);
   }
 
   /** Counts one closed socket. */
@@ -127,6 +136,15 @@ export class Metrics {
       "counter",
       "Upgrades refused with 503 by --max-connections.",
       [["", this.rejectedConnections]],
+    );
+    metric(
+      "hubbub_auth_failures_total",
+      "counter",
+      "Upgrades refused by token auth, by reason.",
+      AUTH_FAILURE_REASONS.map((r) => [
+        `{reason="${r}"}`,
+        this.authFailures.get(r) ?? 0,
+      ]),
     );
     metric(
       "hubbub_evicted_unclosed_sockets",

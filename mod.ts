@@ -18,18 +18,28 @@
  */
 
 import { createHash } from "node:crypto";
+import { Auth, type AuthOptions } from "./auth.ts";
 import { Client, type ClientLimits } from "./client.ts";
 import { MemoryHistory } from "./history.ts";
 import { Hub } from "./hub.ts";
 import { type Logger, silentLogger } from "./log.ts";
 import { type EvictionReason, Metrics } from "./metrics.ts";
 import { serveEcho } from "./echo.ts";
-import { Gate, refusal } from "./gate.ts";
-import { checkName, JSON_SUBPROTOCOL } from "./protocol.ts";
+import { TokenLifetimes } from "./expiry.ts";
+import {
+  type ChatAdmission,
+  type EchoAdmission,
+  Gate,
+  refusal,
+} from "./gate.ts";
+import { checkName } from "./protocol.ts";
 import page from "./static/home.html" with { type: "text" };
 
-/** Settings of an instance; every field has the command line's default. */
-export interface HubbubOptions {
+/**
+ * Settings of an instance; every field has the command line's default.
+ * Auth is on when `jwtSecret` or `jwtJwksUrl` is set (see {@link AuthOptions}).
+ */
+export interface HubbubOptions extends AuthOptions {
   /** Path prefix the handler is mounted under, e.g. `/chat`; default none. */
   basePath?: string;
   /** Largest incoming chat message in bytes; default 16 KiB. */
@@ -56,8 +66,11 @@ export interface HubbubOptions {
 
 /** A running hubbub instance. */
 export interface Hubbub {
-  /** Answers every request under `basePath`. */
-  handler: (req: Request) => Response;
+  /**
+   * Answers every request under `basePath`; asynchronously only where a
+   * token is verified.
+   */
+  handler: (req: Request) => Response | Promise<Response>;
   /**
    * Refuses new sockets, closes every open one with 1001 "server shutting
    * down" and resolves once they are closed, or after `timeoutMs`.
@@ -130,6 +143,7 @@ export function createHubbub(options: HubbubOptions = {}): Hubbub {
   function untrack(socket: WebSocket, code: number): void {
     if (!sockets.delete(socket)) return;
     evictedSockets.delete(socket);
+    lifetimes.forget(socket);
     metrics.closed(code);
   }
 
@@ -152,45 +166,99 @@ export function createHubbub(options: HubbubOptions = {}): Hubbub {
     socket.close(code, text);
   }
 
-  const ctx = { hub, metrics, logger, limits, untrack, evictSocket };
+  const auth = Auth.fromOptions(options, logger);
+  const lifetimes = new TokenLifetimes(auth, logger);
+
+  function refreshToken(client: Client, token: string): void {
+    lifetimes.refresh({
+      socket: client.socket,
+      user: client.user,
+      roomName: () => client.room?.name ?? null,
+      refuse: (message) => hub.sendError(client, "bad_token", message),
+    }, token);
+  }
+
+  const ctx = {
+    hub,
+    metrics,
+    logger,
+    limits,
+    untrack,
+    evictSocket,
+    refreshToken,
+  };
   const gate = new Gate({
     allowOrigin,
     maxConnections,
     metrics,
+    auth,
+    logger,
     connections: () => sockets.size,
     closing: () => closing,
   });
 
-  function chat(req: Request, url: URL): Response {
+  function chat(req: Request, url: URL): Response | Promise<Response> {
     const admitted = gate.chat(req, url);
+    return admitted instanceof Promise
+      ? admitted.then((a) => openChat(req, a))
+      : openChat(req, admitted);
+  }
+
+  function openChat(
+    req: Request,
+    admitted: ChatAdmission | Response,
+  ): Response {
     if (admitted instanceof Response) return admitted;
     const { socket, response } = Deno.upgradeWebSocket(req, {
       idleTimeout,
-      ...(admitted.json ? { protocol: JSON_SUBPROTOCOL } : {}),
+      ...(admitted.protocol ? { protocol: admitted.protocol } : {}),
     });
     sockets.add(socket);
-    const requested = checkName(admitted.name ?? "");
-    const name = "name" in requested
-      ? requested.name
-      : `guest-${++guestNumber}`;
-    const { room, since, epoch } = admitted;
-    new Client(socket, admitted.json, { room, name, since, epoch }, ctx);
+    const { room, since, epoch, identity } = admitted;
+    let name: string;
+    if (identity) {
+      name = identity.name;
+    } else {
+      const requested = checkName(admitted.name ?? "");
+      name = "name" in requested ? requested.name : `guest-${++guestNumber}`;
+    }
+    const user = identity?.user;
+    const client = new Client(
+      socket,
+      admitted.json,
+      { room, name, since, epoch, user },
+      ctx,
+    );
+    lifetimes.watch(socket, identity, () => hub.leave(client));
     return response;
   }
 
-  function echo(req: Request): Response {
-    const refused = gate.echo(req);
-    if (refused) return refused;
-    const { socket, response } = Deno.upgradeWebSocket(req, { idleTimeout });
+  function echo(req: Request, url: URL): Response | Promise<Response> {
+    const admitted = gate.echo(req, url);
+    return admitted instanceof Promise
+      ? admitted.then((a) => openEcho(req, a))
+      : openEcho(req, admitted);
+  }
+
+  function openEcho(
+    req: Request,
+    admitted: EchoAdmission | Response,
+  ): Response {
+    if (admitted instanceof Response) return admitted;
+    const { socket, response } = Deno.upgradeWebSocket(req, {
+      idleTimeout,
+      ...(admitted.protocol ? { protocol: admitted.protocol } : {}),
+    });
     sockets.add(socket);
     serveEcho(socket, { maxEchoBytes, maxBufferedBytes }, {
       untrack,
       evictSocket,
     });
+    lifetimes.watch(socket, admitted.identity);
     return response;
   }
 
-  function handler(req: Request): Response {
+  function handler(req: Request): Response | Promise<Response> {
     const url = new URL(req.url);
     if (!url.pathname.startsWith(base)) return refusal(404, "not found");
     const path = url.pathname.slice(base.length);
@@ -214,7 +282,9 @@ export function createHubbub(options: HubbubOptions = {}): Hubbub {
       case "/ws":
         return chat(req, url);
       case "/echo":
-        return echo(req);
+        return echo(req, url);
+      case "/auth":
+        return readOnly(req, () => gate.authCheck(req, url));
       case "/healthz":
         return readOnly(req, () =>
           Response.json({
@@ -245,6 +315,7 @@ export function createHubbub(options: HubbubOptions = {}): Hubbub {
 
   async function close(timeoutMs = 5000): Promise<void> {
     closing = true;
+    lifetimes.stop();
     const open = [...sockets];
     for (const socket of open) {
       if (socket.readyState === WebSocket.OPEN) {
@@ -291,16 +362,24 @@ function useVectoredWrites(logger: Logger): void {
 }
 
 /** GET and HEAD only; anything else is 405 with the `Allow` header. */
-function readOnly(req: Request, answer: () => Response): Response {
+function readOnly(
+  req: Request,
+  answer: () => Response | Promise<Response>,
+): Response | Promise<Response> {
   if (req.method === "GET") return answer();
   if (req.method === "HEAD") {
     const res = answer();
-    return new Response(null, { status: res.status, headers: res.headers });
+    return res instanceof Promise ? res.then(withoutBody) : withoutBody(res);
   }
   return new Response("method not allowed\n", {
     status: 405,
     headers: { allow: "GET, HEAD", "content-type": "text/plain" },
   });
+}
+
+/** `res` with its status and headers but no body, for HEAD. */
+function withoutBody(res: Response): Response {
+  return new Response(null, { status: res.status, headers: res.headers });
 }
 
 /** CSP source for the page's one inline script, so nothing else may run. */

@@ -277,7 +277,18 @@ export async function spawnServer(
   const env = Deno.env.toObject();
   delete env.DENO_USE_WRITEV;
   const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", ...denoFlags, MAIN, "--hostname", "127.0.0.1", ...args],
+    // "--port 0" first: a later --port in args wins, and without one the
+    // default 8080 may be taken by anything else on a shared machine.
+    args: [
+      "run",
+      ...denoFlags,
+      MAIN,
+      "--hostname",
+      "127.0.0.1",
+      "--port",
+      "0",
+      ...args,
+    ],
     clearEnv: true,
     env,
     stdout: "piped",
@@ -293,7 +304,7 @@ export async function spawnServer(
     new WritableStream({
       write(chunk) {
         out += chunk;
-        const m = out.match(/listening on http:\/\/[^:]+:(\d+)\//);
+        const m = out.match(/listening on https?:\/\/[^:]+:(\d+)\//);
         if (m) portFound.resolve(Number(m[1]));
       },
     }),

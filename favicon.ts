@@ -14,7 +14,7 @@ export const FAVICON_TYPE = "image/x-icon";
 export const FAVICON_CACHE = "public, max-age=86400";
 
 /** The icon's bytes. */
-export const FAVICON: Uint8Array = Uint8Array.from(
+export const FAVICON: Uint8Array<ArrayBuffer> = Uint8Array.from(
   atob(
     "AAABAAEAICAAAAEAIACDAgAAFgAAAIlQTkcNChoKAAAADUlIRFIAAAAgAAAAIAgGAAAAc3p69AAA" +
       "AjhJREFUeJzMls9LFGEYx7/POLvuGLp2SEiQErSIKCo6FOslKqMOYXRTMIn6A/wDgoLuXjsURLAR" +

@@ -472,6 +472,11 @@ Deno.test({
           ...range("a", 1, 3),
           ...range("b", 4, 8),
         ]);
+        // The page had the room from its start; that has not changed.
+        assert.equal(
+          await page.locator("#topText").innerText(),
+          "This is the beginning of r.",
+        );
         await post(after, ["b9"]);
         await shows(page, "b9");
         assert.equal((await texts(page)).length, 9);

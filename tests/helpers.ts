@@ -277,7 +277,17 @@ export async function spawnServer(
   const env = Deno.env.toObject();
   delete env.DENO_USE_WRITEV;
   const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", ...denoFlags, MAIN, "--hostname", "127.0.0.1", ...args],
+    // Port 0 unless the test names one: the default 8080 may be taken by
+    // another server on the machine.
+    args: [
+      "run",
+      ...denoFlags,
+      MAIN,
+      "--hostname",
+      "127.0.0.1",
+      ...(args.includes("--port") ? [] : ["--port", "0"]),
+      ...args,
+    ],
     clearEnv: true,
     env,
     stdout: "piped",

@@ -90,6 +90,16 @@ Deno.test({
       const box = await second.locator("#send button").boundingBox();
       assert.ok(box && box.x + box.width <= 320, JSON.stringify(box));
       await second.screenshot({ path: `${ARTIFACTS}chat-320.png` });
+      // The count opens the member list over the chat.
+      assert.ok(await second.locator("#details").isHidden());
+      await second.click("#who");
+      assert.deepEqual(
+        await second.locator("#members li:visible").allTextContents(),
+        [name1, name2].sort(),
+      );
+      await second.screenshot({ path: `${ARTIFACTS}chat-320-members.png` });
+      await second.press("#details a", "Escape");
+      assert.ok(await second.locator("#details").isHidden());
       await second.emulateMedia({ colorScheme: "dark" });
       await second.screenshot({ path: `${ARTIFACTS}chat-320-dark.png` });
       await first.emulateMedia({ colorScheme: "dark" });

@@ -152,7 +152,7 @@ Deno.test({
           const bob = await openChat(browser, srv.http, "bob", "r");
           const writer = await connect(
             `${srv.ws}/ws?room=r&name=w`,
-            "hubbub.v1",
+            JSON_SUBPROTOCOL,
           );
           await post(writer, range("before ", 1, 3));
           await shows(alice, "before 3");
@@ -163,7 +163,7 @@ Deno.test({
           srv = await spawnServer(args, SERVER_PERMISSIONS);
           const again = await connect(
             `${srv.ws}/ws?room=r&name=w`,
-            "hubbub.v1",
+            JSON_SUBPROTOCOL,
           );
           await post(again, ["after 1"]);
           await Promise.all([live(alice), live(bob)]);

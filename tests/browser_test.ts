@@ -58,6 +58,13 @@ Deno.test({
       browser.on("response", (res) => {
         if (res.status() === 404) notFound.push(res.url());
       });
+      // The page lives within its CSP: nothing it does is blocked.
+      const blocked: string[] = [];
+      browser.on("console", (msg) => {
+        if (/Content.Security.Policy/i.test(msg.text())) {
+          blocked.push(msg.text());
+        }
+      });
       const first = await openPage(browser, srv.http);
       const second = await openPage(browser, srv.http);
       // A guest name from the server, and the address is the room's link.
@@ -114,6 +121,7 @@ Deno.test({
       );
       assert.equal(icon, 200);
       assert.deepEqual(notFound, []);
+      assert.deepEqual(blocked, []);
     });
   },
 });
@@ -412,7 +420,10 @@ Deno.test({
     try {
       await withChromium(async (browser) => {
         const page = await openChat(browser, srv.http, "pat", "r");
-        const writer = await connect(`${srv.ws}/ws?room=r&name=w`, "hubbub.v1");
+        const writer = await connect(
+          `${srv.ws}/ws?room=r&name=w`,
+          JSON_SUBPROTOCOL,
+        );
         await post(writer, range("m", 1, 3));
         await shows(page, "m3");
         srv.admitBrowsers(false);
@@ -452,7 +463,10 @@ Deno.test({
     try {
       await withChromium(async (browser) => {
         const page = await openChat(browser, srv.http, "pat", "r");
-        const before = await connect(`${srv.ws}/ws?room=r&name=w`, "hubbub.v1");
+        const before = await connect(
+          `${srv.ws}/ws?room=r&name=w`,
+          JSON_SUBPROTOCOL,
+        );
         await post(before, range("a", 1, 3));
         await shows(page, "a3");
         srv.admitBrowsers(false);
@@ -461,7 +475,10 @@ Deno.test({
         await before.closed;
         // The new life of the room has moved past its start (b4..b8 kept)
         // before the page is back.
-        const after = await connect(`${srv.ws}/ws?room=r&name=w`, "hubbub.v1");
+        const after = await connect(
+          `${srv.ws}/ws?room=r&name=w`,
+          JSON_SUBPROTOCOL,
+        );
         await post(after, range("b", 1, 8));
         srv.admitBrowsers(true);
         await live(page);

@@ -20,6 +20,7 @@
 import { createHash } from "node:crypto";
 import { Auth, type AuthOptions } from "./auth.ts";
 import { Client, type ClientLimits } from "./client.ts";
+import { FAVICON, FAVICON_CACHE, FAVICON_TYPE } from "./favicon.ts";
 import { MemoryHistory } from "./history.ts";
 import { Hub } from "./hub.ts";
 import { type Logger, silentLogger } from "./log.ts";
@@ -279,6 +280,14 @@ export function createHubbub(options: HubbubOptions = {}): Hubbub {
               },
             }),
         );
+      case "/favicon.ico":
+        return readOnly(req, () =>
+          new Response(FAVICON, {
+            headers: {
+              "content-type": FAVICON_TYPE,
+              "cache-control": FAVICON_CACHE,
+            },
+          }));
       case "/ws":
         return chat(req, url);
       case "/echo":

@@ -277,16 +277,15 @@ export async function spawnServer(
   const env = Deno.env.toObject();
   delete env.DENO_USE_WRITEV;
   const child = new Deno.Command(Deno.execPath(), {
-    // "--port 0" first: a later --port in args wins, and without one the
-    // default 8080 may be taken by anything else on a shared machine.
+    // Port 0 unless the test names one: the default 8080 may be taken by
+    // another server on the machine.
     args: [
       "run",
       ...denoFlags,
       MAIN,
       "--hostname",
       "127.0.0.1",
-      "--port",
-      "0",
+      ...(args.includes("--port") ? [] : ["--port", "0"]),
       ...args,
     ],
     clearEnv: true,
@@ -304,7 +303,7 @@ export async function spawnServer(
     new WritableStream({
       write(chunk) {
         out += chunk;
-        const m = out.match(/listening on https?:\/\/[^:]+:(\d+)\//);
+        const m = out.match(/listening on http:\/\/[^:]+:(\d+)\//);
         if (m) portFound.resolve(Number(m[1]));
       },
     }),

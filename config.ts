@@ -40,6 +40,8 @@ export interface Config {
   logFormat: LogFormat;
   /** Seconds a graceful shutdown may take before the process exits anyway. */
   shutdownTimeout: number;
+  /** Redis URL that joins instances into one chat; "" for none. */
+  redis: string;
 }
 
 /** Turns a flag's raw text into its setting; `source` names it in errors. */
@@ -135,6 +137,12 @@ const FLAGS: { [K in keyof Config]: FlagSpec<Config[K]> } = {
     default: "5",
     help: "seconds a graceful shutdown may take",
     parse: toNumber,
+  },
+  redis: {
+    flag: "redis",
+    default: "",
+    help: "redis:// or rediss:// URL joining instances into one chat",
+    parse: toRedisUrl,
   },
 };
 
@@ -240,6 +248,20 @@ function toNumber(raw: string, source: string): number {
 
 function toText(raw: string, source: string): string {
   if (raw === "") throw new ConfigError(`${source}: must not be empty`);
+  return raw;
+}
+
+function toRedisUrl(raw: string, source: string): string {
+  if (raw === "") return "";
+  let url: URL;
+  try {
+    url = new URL(raw);
+  } catch {
+    throw new ConfigError(`${source}: "${raw}" is not a URL`);
+  }
+  if (url.protocol !== "redis:" && url.protocol !== "rediss:") {
+    throw new ConfigError(`${source}: expected redis:// or rediss://`);
+  }
   return raw;
 }
 

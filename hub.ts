@@ -28,6 +28,7 @@ import type { EvictionReason, Metrics } from "./metrics.ts";
 import {
   type ChatRecord,
   encodeChat,
+  encodeEpoch,
   encodeError,
   encodeMembership,
   encodeNick,
@@ -87,6 +88,8 @@ export interface Member {
   cursor: number;
   /** Called once when the hub removes the member against its will. */
   evicted(reason: EvictionReason, code: number, text: string): void;
+  /** Called once the member is in its room (at once, unless a relay loads it). */
+  joined(): void;
 }
 
 /** One room event not yet delivered to every member. */
@@ -161,6 +164,32 @@ export class Room {
   }
 }
 
+/**
+ * Where chat messages get their seq when that is not this process: several
+ * instances share rooms through it (`redis_bus.ts`). The hub hands it what
+ * its members send, and it hands back, through {@link Hub.deliver}, every
+ * message of the rooms it was asked to admit, in seq order, those of this
+ * instance's members included. Without a relay the hub numbers messages
+ * itself and nothing on its path changes.
+ */
+export interface Relay {
+  /**
+   * Calls `join` once the room's history (the hub's history store) is ready
+   * to welcome a member after `since`, or `refuse` when it cannot be made so.
+   */
+  admit(
+    room: string,
+    since: number | undefined,
+    epoch: string | undefined,
+    join: () => void,
+    refuse: () => void,
+  ): void;
+  /** Sequences and spreads a message; tells `sender` when it could not. */
+  publish(room: string, draft: Omit<ChatRecord, "seq">, sender: Member): void;
+  /** The room has no member here any more. */
+  vacated(room: string): void;
+}
+
 /** Settings the hub enforces. */
 export interface HubOptions {
   /** Unsent bytes a member may have before it is evicted. */
@@ -169,6 +198,8 @@ export interface HubOptions {
   history: HistoryStore;
   /** Counters the hub bumps. */
   metrics: Metrics;
+  /** Where seqs come from when not from this hub; see {@link Relay}. */
+  relay?: Relay;
 }
 
 /** Owns every room and decides who receives what, in which order. */
@@ -194,13 +225,37 @@ export class Hub {
    * Adds a member to a room. A JSON member is welcomed with the member list
    * and the history after `since` (everything kept when absent); the rest of
    * the room hears a `join`. A name already taken in the room gets a numeric
-   * suffix.
+   * suffix. With a relay, this waits until the relay has the room ready.
    */
   join(
     member: Member,
     roomName: string,
     since?: number,
     epoch?: string,
+  ): void {
+    const relay = this.#opts.relay;
+    if (!relay) {
+      this.#join(member, roomName, since, epoch);
+      return;
+    }
+    relay.admit(roomName, since, epoch, () => {
+      // The socket may have closed while the relay loaded the room.
+      if (member.socket.readyState !== WebSocket.OPEN || this.#stopped) {
+        if (!this.#rooms.has(roomName)) relay.vacated(roomName);
+        return;
+      }
+      this.#join(member, roomName, since, epoch);
+    }, () => {
+      if (!this.#rooms.has(roomName)) relay.vacated(roomName);
+      member.socket.close(UNAVAILABLE, "chat unavailable, try again later");
+    });
+  }
+
+  #join(
+    member: Member,
+    roomName: string,
+    since: number | undefined,
+    epoch: string | undefined,
   ): void {
     let room = this.#rooms.get(roomName);
     if (!room) {
@@ -234,8 +289,10 @@ export class Hub {
         }),
       );
     }
-    if (room.members.size > LARGE_ROOM) return;
-    this.#announce(room, encodeMembership("join", member.name, Date.now()));
+    if (room.members.size <= LARGE_ROOM) {
+      this.#announce(room, encodeMembership("join", member.name, Date.now()));
+    }
+    member.joined();
   }
 
   /** Removes a member from its room; the others hear a `leave`. Idempotent. */
@@ -249,6 +306,7 @@ export class Hub {
     if (member.json) room.jsonMembers--;
     if (room.members.size === 0) {
       this.#rooms.delete(room.name);
+      this.#opts.relay?.vacated(room.name);
       return;
     }
     if (room.members.size >= LARGE_ROOM) return;
@@ -259,15 +317,49 @@ export class Hub {
   publish(member: Member, text: string): void {
     const room = member.room;
     if (!room) return;
+    const relay = this.#opts.relay;
+    if (relay) {
+      relay.publish(
+        room.name,
+        { from: member.name, time: Date.now(), text },
+        member,
+      );
+      return;
+    }
     const rec: ChatRecord = {
       seq: ++room.seq,
       from: member.name,
       time: Date.now(),
       text,
     };
-    this.#opts.history.append(room.name, rec);
     this.#opts.metrics.messagesReceived++;
-    this.#enqueue(room, { plain: normalizePlain(text), rec, json: null });
+    this.#accept(room, rec);
+  }
+
+  /**
+   * Accepts a message its relay sequenced (the next seq of the room), as
+   * {@link publish} does one it numbered; nothing when no member is here.
+   */
+  deliver(roomName: string, rec: ChatRecord): void {
+    const room = this.#rooms.get(roomName);
+    if (room) this.#accept(room, rec);
+  }
+
+  /**
+   * The room's numbering started again under `epoch` (its relay lost its
+   * state): JSON members are told, and seqs go on from `seq`.
+   */
+  renumber(roomName: string, epoch: string, seq: number): void {
+    const room = this.#rooms.get(roomName);
+    if (!room) return;
+    room.seq = seq;
+    this.#announce(room, encodeEpoch(room.name, epoch, seq));
+  }
+
+  #accept(room: Room, rec: ChatRecord): void {
+    room.seq = rec.seq;
+    this.#opts.history.append(room.name, rec);
+    this.#enqueue(room, { plain: normalizePlain(rec.text), rec, json: null });
   }
 
   /** Changes a member's name, or tells it why not. */
@@ -540,6 +632,9 @@ export class Hub {
 }
 
 const NO_FRAMES: readonly string[] = [];
+
+/** Close code "try again later": the relay could not load the room. */
+const UNAVAILABLE = 1013;
 
 /** Joins lines with `\n` into frames of at most {@link FRAME_CHARS}. */
 class FrameBuilder {

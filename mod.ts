@@ -19,13 +19,14 @@
 
 import { createHash } from "node:crypto";
 import { Client, type ClientLimits } from "./client.ts";
-import { MemoryHistory } from "./history.ts";
+import { type HistoryStore, MemoryHistory } from "./history.ts";
 import { Hub } from "./hub.ts";
 import { type Logger, silentLogger } from "./log.ts";
 import { type EvictionReason, Metrics } from "./metrics.ts";
 import { serveEcho } from "./echo.ts";
 import { Gate, refusal } from "./gate.ts";
 import { checkName, JSON_SUBPROTOCOL } from "./protocol.ts";
+import { RedisBus } from "./redis_bus.ts";
 import page from "./static/home.html" with { type: "text" };
 
 /** Settings of an instance; every field has the command line's default. */
@@ -48,6 +49,13 @@ export interface HubbubOptions {
   maxConnections?: number;
   /** Messages kept per room; default 100. */
   history?: number;
+  /** Messages a room keeps in Redis (approximately); default 10000. */
+  historyMax?: number;
+  /**
+   * `redis://` or `rediss://` URL: several instances share rooms through
+   * this Redis; default none (this process is the whole chat).
+   */
+  redis?: string;
   /** Extra allowed browser origins, or `*`; default none. */
   allowOrigin?: string[] | "*";
   /** Where log lines go; default nowhere. */
@@ -110,9 +118,25 @@ export function createHubbub(options: HubbubOptions = {}): Hubbub {
   const logger = options.logger ?? silentLogger;
   useVectoredWrites(logger);
   const metrics = new Metrics();
-  const history = new MemoryHistory(options.history ?? 100);
+  const bus = options.redis
+    ? new RedisBus({
+      url: options.redis,
+      history: options.history ?? 100,
+      historyMax: options.historyMax ?? 10000,
+      logger,
+      accepted: () => metrics.messagesReceived++,
+    })
+    : null;
+  const history: HistoryStore = bus?.window ??
+    new MemoryHistory(options.history ?? 100);
   const maxBufferedBytes = options.maxBufferedBytes ?? 1 << 20;
-  const hub = new Hub({ maxBufferedBytes, history, metrics });
+  const hub = new Hub({
+    maxBufferedBytes,
+    history,
+    metrics,
+    ...(bus ? { relay: bus } : {}),
+  });
+  bus?.attach(hub);
   const limits: ClientLimits = {
     maxMessageBytes: options.maxMessageBytes ?? 16 << 10,
     rateLimit: options.rateLimit ?? 20,
@@ -216,13 +240,7 @@ export function createHubbub(options: HubbubOptions = {}): Hubbub {
       case "/echo":
         return echo(req);
       case "/healthz":
-        return readOnly(req, () =>
-          Response.json({
-            status: closing ? "stopping" : "ok",
-            connections: sockets.size,
-            rooms: hub.roomCount,
-            uptime: Math.round(metrics.uptimeSeconds() * 1000) / 1000,
-          }));
+        return readOnly(req, health);
       case "/metrics":
         return readOnly(req, () =>
           new Response(
@@ -231,6 +249,7 @@ export function createHubbub(options: HubbubOptions = {}): Hubbub {
               evictedUnclosed: evictedSockets.size,
               rooms: hub.roomCount,
               historyMessages: history.size(),
+              ...(bus ? { redis: bus.state } : {}),
             }),
             {
               headers: {
@@ -243,6 +262,21 @@ export function createHubbub(options: HubbubOptions = {}): Hubbub {
     }
   }
 
+  /**
+   * With Redis unreachable the instance is `degraded`, answered 503 so that
+   * a load balancer sends new clients to an instance that can deliver.
+   */
+  function health(): Response {
+    const degraded = bus !== null && !bus.state.up;
+    return Response.json({
+      status: closing ? "stopping" : degraded ? "degraded" : "ok",
+      connections: sockets.size,
+      rooms: hub.roomCount,
+      uptime: Math.round(metrics.uptimeSeconds() * 1000) / 1000,
+      ...(bus ? { redis: bus.state.up ? "up" : "down" } : {}),
+    }, { status: degraded && !closing ? 503 : 200 });
+  }
+
   async function close(timeoutMs = 5000): Promise<void> {
     closing = true;
     const open = [...sockets];
@@ -253,6 +287,7 @@ export function createHubbub(options: HubbubOptions = {}): Hubbub {
     }
     for (const member of hub.members()) hub.leave(member);
     hub.stop();
+    await bus?.close();
     const deadline = Date.now() + timeoutMs;
     while (sockets.size > 0 && Date.now() < deadline) {
       await new Promise((resolve) => setTimeout(resolve, 20));

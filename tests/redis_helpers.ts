@@ -28,10 +28,27 @@ export interface RedisServer {
   url: string;
   /** Stops it (SIGTERM, or `signal`) and waits for its exit. */
   stop(signal?: Deno.Signal): Promise<void>;
+  /** Starts it again on the same port after {@link stop} (empty: no persistence). */
+  restart(): Promise<void>;
 }
 
 /** Starts `redis-server` on `port` (a free one by default) and waits until it is ready. */
 export async function startRedis(port = freePort()): Promise<RedisServer> {
+  let current = await spawnRedis(port);
+  return {
+    port,
+    url: `redis://127.0.0.1:${port}`,
+    stop: (signal) => current.stop(signal),
+    async restart() {
+      await current.stop();
+      current = await spawnRedis(port);
+    },
+  };
+}
+
+async function spawnRedis(
+  port: number,
+): Promise<{ stop(signal?: Deno.Signal): Promise<void> }> {
   const child = new Deno.Command(REDIS_SERVER, {
     args: [
       "--port",
@@ -76,5 +93,5 @@ export async function startRedis(port = freePort()): Promise<RedisServer> {
     await stop("SIGKILL");
     throw e;
   }
-  return { port, url: `redis://127.0.0.1:${port}`, stop };
+  return { stop };
 }

@@ -4,6 +4,9 @@
  * loopback port and skips (saying why) when it is not installed.
  */
 import assert from "node:assert/strict";
+import { createClient } from "redis";
+import type { Logger } from "../log.ts";
+import type { HubbubOptions } from "../mod.ts";
 import { JSON_SUBPROTOCOL } from "../protocol.ts";
 import {
   closeAll,
@@ -24,13 +27,14 @@ if (missing) console.log(`skipping Redis tests: ${missing}`);
 function withCluster(
   n: number,
   fn: (redis: RedisServer, nodes: TestServer[]) => Promise<void>,
+  options: HubbubOptions = {},
 ): () => Promise<void> {
   return async () => {
     const redis = await startRedis();
     const nodes: TestServer[] = [];
     try {
       for (let i = 0; i < n; i++) {
-        nodes.push(await startServer({ redis: redis.url }));
+        nodes.push(await startServer({ ...options, redis: redis.url }));
       }
       for (const node of nodes) await linkUp(node);
       await fn(redis, nodes);
@@ -41,13 +45,17 @@ function withCluster(
   };
 }
 
-/** Waits until the instance's /healthz says its Redis link is up. */
-async function linkUp(node: TestServer): Promise<void> {
+/** Waits until the instance's /healthz says `status`. */
+async function health(node: TestServer, status: string): Promise<void> {
   await until(async () => {
     const res = await fetch(`${node.http}/healthz`);
     const body = await res.json();
-    return body.status === "ok";
-  }, "redis link up");
+    return body.status === status;
+  }, `healthz ${status}`);
+}
+
+function linkUp(node: TestServer): Promise<void> {
+  return health(node, "ok");
 }
 
 async function joinJson(node: TestServer, query: string): Promise<TestSocket> {
@@ -109,4 +117,163 @@ for (const n of [2, 3]) {
       await closeAll([...plain, ...json]);
     }),
   );
+}
+
+test(
+  "redis: a client reconnecting to another instance gets exactly what it missed",
+  withCluster(2, async (_redis, [a, b]) => {
+    const talker = await joinJson(b, "?room=rec&name=talker");
+    const ja = await joinJson(a, "?room=rec&name=ja");
+    for (let i = 1; i <= 3; i++) say(talker, `m${i}`, true);
+    await ja.waitFor(() => chats(ja).length === 3, "3 messages on a");
+    const epoch = ja.messages[0].epoch;
+    await ja.close();
+    // More than --history (5): the welcome reaches back into the stream.
+    for (let i = 4; i <= 15; i++) say(talker, `m${i}`, true);
+    await talker.waitFor(() => chats(talker).length === 15, "15 messages");
+    let last = 15;
+    for (const node of [b, a]) {
+      const back = await joinJson(node, `?room=rec&since=3&epoch=${epoch}`);
+      const w = back.messages[0];
+      assert.equal(w.type, "welcome");
+      assert.equal(w.epoch, epoch);
+      assert.equal(w.gap, false);
+      assert.equal(w.seq, last);
+      const history = w.history as Msg[];
+      assert.deepEqual(history.map((m) => m.seq), range(4, last));
+      assert.deepEqual(
+        history.map((m) => m.text),
+        range(4, last).map((i) => `m${i}`),
+      );
+      // And it is live from there on: the next message, once.
+      last++;
+      say(talker, `m${last}`, true);
+      await back.waitFor(() => chats(back).length === 1, `m${last}`);
+      assert.deepEqual(chats(back).map((m) => m.seq), [last]);
+      await back.close();
+    }
+    await talker.close();
+  }, { history: 5 }),
+);
+
+test(
+  "redis: subscriber killed while messages flow: gap filled, nothing lost or twice",
+  withCluster(2, async (redis, [a, b]) => {
+    const sender = await connect(`${a.ws}/ws?room=kill`);
+    const jsonReaders = [
+      await joinJson(a, "?room=kill"),
+      await joinJson(b, "?room=kill"),
+    ];
+    const plainReader = await connect(`${b.ws}/ws?room=kill`);
+    const admin = createClient({ url: redis.url });
+    await admin.connect();
+    try {
+      const total = 300;
+      for (let i = 1; i <= total; i++) {
+        say(sender, `k${i}`, false);
+        if (i % 100 === 0) {
+          const killed = await admin.sendCommand([
+            "CLIENT",
+            "KILL",
+            "TYPE",
+            "pubsub",
+          ]);
+          assert.ok(Number(killed) >= 2, `killed ${killed} subscribers`);
+        }
+        if (i % 10 === 0) await new Promise((r) => setTimeout(r, 5));
+      }
+      const want = range(1, total).map((i) => `k${i}`);
+      await sender.waitLines(total);
+      assert.deepEqual(sender.lines, want);
+      for (const r of jsonReaders) {
+        await r.waitFor(() => chats(r).length >= total, `${total} on JSON`);
+        assert.deepEqual(chats(r).map((m) => m.text), want);
+        assert.deepEqual(chats(r).map((m) => m.seq), range(1, total));
+      }
+      await plainReader.waitLines(total);
+      assert.deepEqual(plainReader.lines, want);
+      const metrics = await (await fetch(`${a.http}/metrics`)).text();
+      assert.match(metrics, /hubbub_redis_reconnects_total [1-9]/);
+      await closeAll([sender, plainReader, ...jsonReaders]);
+    } finally {
+      await admin.close();
+    }
+  }),
+);
+
+const outageLog: string[] = [];
+const outageLogger: Logger = {
+  log(level, msg, fields) {
+    if (/redis|room/.test(msg)) {
+      outageLog.push(`${level} ${msg} ${JSON.stringify(fields ?? {})}`);
+    }
+  },
+};
+
+test(
+  "redis: restarted without persistence: senders told meanwhile, then a new epoch",
+  withCluster(2, async (redis, [a, b]) => {
+    const ja = await joinJson(a, "?room=out&name=ja");
+    const pa = await connect(`${a.ws}/ws?room=out`);
+    const jb = await joinJson(b, "?room=out&name=jb");
+    const pb = await connect(`${b.ws}/ws?room=out`);
+    const oldEpoch = ja.messages[0].epoch;
+    for (let i = 1; i <= 5; i++) say(jb, `before${i}`, true);
+    for (const s of [ja, jb]) {
+      await s.waitFor(() => chats(s).length === 5, "5 before");
+    }
+    for (const s of [pa, pb]) await s.waitLines(5);
+
+    await redis.stop();
+    await health(a, "degraded");
+    const res = await fetch(`${a.http}/healthz`);
+    assert.equal(res.status, 503);
+    assert.equal((await res.json()).redis, "down");
+    say(ja, "during", true);
+    await ja.waitFor(
+      () => ja.messages.some((m) => m.type === "error"),
+      "error",
+    );
+    const err = ja.messages.find((m) => m.type === "error")!;
+    assert.equal(err.code, "unavailable");
+    say(pa, "during", false);
+    const closed = await pa.closed;
+    assert.equal(closed.code, 1013);
+
+    await redis.restart();
+    await linkUp(a);
+    await linkUp(b);
+    say(ja, "after", true);
+    for (const s of [ja, jb]) {
+      await s.waitFor(() => chats(s).length === 6, "after");
+      const tail = s.messages.filter((m) =>
+        m.type === "epoch" || m.type === "message"
+      ).slice(-2);
+      assert.equal(tail[0].type, "epoch");
+      assert.notEqual(tail[0].epoch, oldEpoch);
+      assert.equal(tail[0].seq, 0);
+      assert.deepEqual([tail[1].text, tail[1].seq], ["after", 1]);
+      assert.deepEqual(
+        chats(s).map((m) => m.text),
+        [1, 2, 3, 4, 5].map((i) => `before${i}`).concat("after"),
+      );
+    }
+    await pb.waitLines(6);
+    assert.equal(pb.lines[5], "after");
+    const after = await (await fetch(`${a.http}/healthz`)).json();
+    console.log("outage test: healthz after restart", JSON.stringify(after));
+    const metrics = await (await fetch(`${a.http}/metrics`)).text();
+    console.log(metrics.split("\n").filter((l) => /^hubbub_redis/.test(l)));
+    for (const line of outageLog) console.log("outage test log:", line);
+    // One line per change of the link's state, not one per failed attempt.
+    const count = (msg: string) =>
+      outageLog.filter((l) => l.includes(msg)).length;
+    assert.equal(count("redis link down"), 2, "one per instance");
+    assert.equal(count("redis link up"), 4, "twice per instance");
+    await closeAll([ja, jb, pb]);
+  }, { logger: outageLogger }),
+);
+
+function range(from: number, to: number): number[] {
+  return Array.from({ length: to - from + 1 }, (_, i) => from + i);
 }

@@ -42,6 +42,8 @@ export interface Config {
   shutdownTimeout: number;
   /** Redis URL that joins instances into one chat; "" for none. */
   redis: string;
+  /** Seconds an instance's members stay listed elsewhere without renewal. */
+  redisPresenceTtl: number;
 }
 
 /** Turns a flag's raw text into its setting; `source` names it in errors. */
@@ -144,6 +146,12 @@ const FLAGS: { [K in keyof Config]: FlagSpec<Config[K]> } = {
     help: "redis:// or rediss:// URL joining instances into one chat",
     parse: toRedisUrl,
   },
+  redisPresenceTtl: {
+    flag: "redis-presence-ttl",
+    default: "15",
+    help: "seconds a dead instance's members stay listed (with --redis)",
+    parse: toPositive,
+  },
 };
 
 /** The table's entries in `--help` order. */
@@ -244,6 +252,12 @@ function toNumber(raw: string, source: string): number {
     throw new ConfigError(`${source}: expected a number >= 0, got "${raw}"`);
   }
   return Number(raw);
+}
+
+function toPositive(raw: string, source: string): number {
+  const n = toNumber(raw, source);
+  if (n === 0) throw new ConfigError(`${source}: must be more than 0`);
+  return n;
 }
 
 function toText(raw: string, source: string): string {

@@ -188,7 +188,16 @@ export interface Relay {
   publish(room: string, draft: Omit<ChatRecord, "seq">, sender: Member): void;
   /** The room has no member here any more. */
   vacated(room: string): void;
+  /** Names of the room's members on other instances. */
+  elsewhere(room: string): readonly string[];
+  /** A member here joined, left or changed name. */
+  presence(room: string, member: Member, event: MemberEvent): void;
 }
+
+/** A change in a room's membership, here or (through a relay) elsewhere. */
+export type MemberEvent =
+  | { kind: "join" | "leave"; name: string }
+  | { kind: "nick"; from: string; name: string };
 
 /** Settings the hub enforces. */
 export interface HubOptions {
@@ -278,10 +287,10 @@ export class Hub {
           type: "welcome",
           you: member.name,
           room: room.name,
-          members: room.members.size > LARGE_ROOM
+          members: this.#count(room) > LARGE_ROOM
             ? [member.name]
-            : [...room.names.keys()],
-          memberCount: room.members.size,
+            : this.#names(room),
+          memberCount: this.#count(room),
           history: slice.records,
           gap: slice.gap,
           seq: room.seq,
@@ -289,9 +298,13 @@ export class Hub {
         }),
       );
     }
-    if (room.members.size <= LARGE_ROOM) {
+    if (this.#count(room) <= LARGE_ROOM) {
       this.#announce(room, encodeMembership("join", member.name, Date.now()));
     }
+    this.#opts.relay?.presence(room.name, member, {
+      kind: "join",
+      name: member.name,
+    });
     member.joined();
   }
 
@@ -304,12 +317,14 @@ export class Hub {
     room.members.delete(member);
     room.names.delete(member.name);
     if (member.json) room.jsonMembers--;
+    const relay = this.#opts.relay;
+    relay?.presence(room.name, member, { kind: "leave", name: member.name });
     if (room.members.size === 0) {
       this.#rooms.delete(room.name);
-      this.#opts.relay?.vacated(room.name);
+      relay?.vacated(room.name);
       return;
     }
-    if (room.members.size >= LARGE_ROOM) return;
+    if (this.#count(room) >= LARGE_ROOM) return;
     this.#announce(room, encodeMembership("leave", member.name, Date.now()));
   }
 
@@ -375,13 +390,50 @@ export class Hub {
     room.names.set(name, member);
     member.name = name;
     this.#announce(room, encodeNick(old, name, Date.now()));
+    this.#opts.relay?.presence(room.name, member, {
+      kind: "nick",
+      from: old,
+      name,
+    });
+  }
+
+  /**
+   * A member of another instance joined, left or changed name (news from
+   * the relay, whose list of names elsewhere already has the change):
+   * announced here under the same large-room rule as local changes.
+   */
+  remote(roomName: string, event: MemberEvent): void {
+    const room = this.#rooms.get(roomName);
+    if (!room) return;
+    const now = Date.now();
+    const count = this.#count(room);
+    if (event.kind === "nick") {
+      this.#announce(room, encodeNick(event.from, event.name, now));
+    } else if (
+      event.kind === "join" ? count <= LARGE_ROOM : count < LARGE_ROOM
+    ) {
+      this.#announce(room, encodeMembership(event.kind, event.name, now));
+    }
+  }
+
+  /** Members of the room on every instance. */
+  #count(room: Room): number {
+    const relay = this.#opts.relay;
+    return room.members.size + (relay ? relay.elsewhere(room.name).length : 0);
+  }
+
+  /** Names of the room's members on every instance. */
+  #names(room: Room): string[] {
+    const names = [...room.names.keys()];
+    const relay = this.#opts.relay;
+    return relay ? names.concat(relay.elsewhere(room.name)) : names;
   }
 
   /** Sends a member the room's member list. */
   who(member: Member): void {
     const room = member.room;
     if (!room) return;
-    this.sendTo(member, encodePresence(room.name, [...room.names.keys()]));
+    this.sendTo(member, encodePresence(room.name, this.#names(room)));
   }
 
   /** Sends a member an error message (JSON members only). */

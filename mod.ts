@@ -56,6 +56,11 @@ export interface HubbubOptions {
    * this Redis; default none (this process is the whole chat).
    */
   redis?: string;
+  /**
+   * Seconds this instance's members stay listed on other instances without
+   * renewal (renewed every third of it); default 15.
+   */
+  redisPresenceTtl?: number;
   /** Extra allowed browser origins, or `*`; default none. */
   allowOrigin?: string[] | "*";
   /** Where log lines go; default nowhere. */
@@ -123,6 +128,7 @@ export function createHubbub(options: HubbubOptions = {}): Hubbub {
       url: options.redis,
       history: options.history ?? 100,
       historyMax: options.historyMax ?? 10000,
+      presenceTtlMs: (options.redisPresenceTtl ?? 15) * 1000,
       logger,
       accepted: () => metrics.messagesReceived++,
     })

@@ -20,10 +20,11 @@
 
 import { createHash } from "node:crypto";
 import { createClient } from "redis";
-import type { Hub, Member, Relay } from "./hub.ts";
+import type { Hub, Member, MemberEvent, Relay } from "./hub.ts";
 import type { Logger } from "./log.ts";
 import type { ChatRecord } from "./protocol.ts";
 import { RelayWindow } from "./relay_window.ts";
+import { PRESENCE_PREFIX, RedisPresence } from "./redis_presence.ts";
 
 /**
  * Seconds a room's state (seq, epoch, stream) outlives its last message or
@@ -151,6 +152,12 @@ export interface RedisBusOptions {
   history: number;
   /** Approximate length a room's stream is trimmed to. */
   historyMax: number;
+  /**
+   * Milliseconds this instance's members stay listed elsewhere without
+   * renewal: how long a killed instance's members linger (up to a third
+   * more). Renewal runs every third of it.
+   */
+  presenceTtlMs: number;
   /** Where link changes are reported. */
   logger: Logger;
   /** Called for each message Redis accepted from this instance's members. */
@@ -177,14 +184,18 @@ export class RedisBus implements Relay {
   readonly #cmd: RedisClient;
   readonly #sub: RedisClient;
   readonly #feeds = new Map<string, Feed>();
+  readonly #presence: RedisPresence;
   #hub: Hub | null = null;
   #up = false;
+  /** Whether the link's state was logged yet: the first is, up or down. */
+  #told = false;
   #everUp = new Set<RedisClient>();
   #reconnects = 0;
   #refused = 0;
   #closed = false;
   #upWaiters: (() => void)[] = [];
   readonly #ticker: ReturnType<typeof setInterval>;
+  readonly #presenceTicker: ReturnType<typeof setInterval>;
 
   /** Starts connecting at once; the link comes up by itself. */
   constructor(opts: RedisBusOptions) {
@@ -195,6 +206,9 @@ export class RedisBus implements Relay {
       // Refused at once while the link is down, so that a sender is told
       // instead of its message waiting for a Redis that may never return.
       disableOfflineQueue: true,
+      // Redis Enterprise's maintenance notices: off, which also keeps the
+      // library from reading environment variables nobody granted.
+      maintNotifications: "disabled" as const,
       socket: {
         // The default gives up on a socket timeout; this instance never does.
         reconnectStrategy: (retries: number) =>
@@ -215,7 +229,17 @@ export class RedisBus implements Relay {
         }
       });
     }
+    this.#presence = new RedisPresence(this.#cmd, {
+      ttlMs: opts.presenceTtlMs,
+      logger: opts.logger,
+      channelOf,
+      onRemote: (room, event) => this.#hub?.remote(room, event),
+    });
     this.#ticker = setInterval(this.#tick, CATCH_UP_MS);
+    this.#presenceTicker = setInterval(
+      this.#presenceTick,
+      opts.presenceTtlMs / 3,
+    );
   }
 
   /** Binds the hub that delivered messages go to; once, before any join. */
@@ -282,11 +306,20 @@ export class RedisBus implements Relay {
     ]).then(this.#opts.accepted, () => this.#refuse(sender));
   }
 
+  elsewhere(room: string): readonly string[] {
+    return this.#presence.elsewhere(room);
+  }
+
+  presence(room: string, member: Member, event: MemberEvent): void {
+    this.#presence.change(room, member, event);
+  }
+
   vacated(room: string): void {
     const feed = this.#feeds.get(room);
     if (!feed || feed.admitting > 0) return;
     this.#feeds.delete(room);
     this.window.drop(room);
+    this.#presence.drop(room);
     // When this fails the link is down; the stale subscription the client
     // may restore only brings messages for a room no feed wants, ignored.
     this.#sub.unsubscribe(channelOf(room), feed.listener).catch(() => {});
@@ -296,6 +329,7 @@ export class RedisBus implements Relay {
   async close(): Promise<void> {
     this.#closed = true;
     clearInterval(this.#ticker);
+    clearInterval(this.#presenceTicker);
     for (const wake of this.#upWaiters) wake();
     this.#upWaiters = [];
     this.#feeds.clear();
@@ -330,7 +364,10 @@ export class RedisBus implements Relay {
       // Subscribed first: what is published during the read is held, and
       // the read's seq says which of it is new.
       await this.#sub.subscribe(channelOf(feed.room), feed.listener);
-      const r = await this.#read(feed.room, "tail", this.#opts.history);
+      const [r] = await Promise.all([
+        this.#read(feed.room, "tail", this.#opts.history),
+        this.#presence.load(feed.room),
+      ]);
       if (this.#feeds.get(feed.room) !== feed) return false;
       feed.epoch = r.epoch;
       feed.last = r.seq;
@@ -385,6 +422,10 @@ export class RedisBus implements Relay {
   #onFeed(room: string, message: string): void {
     const feed = this.#feeds.get(room);
     if (!feed) return;
+    if (message.startsWith(PRESENCE_PREFIX)) {
+      this.#presence.onFeed(room, message);
+      return;
+    }
     const m = parseFeedMessage(message);
     if (!m) {
       this.#opts.logger.log("warn", "redis message not understood", { room });
@@ -479,6 +520,22 @@ export class RedisBus implements Relay {
     }
   };
 
+  /** Renews this instance's members and sweeps the dead, every room at once. */
+  #presenceTick = (): void => {
+    const rooms = [...this.#feeds.values()].filter((f) => f.ready).map((f) =>
+      f.room
+    );
+    this.#presence.tick(rooms).catch((err) => {
+      // While the link is down every tick fails; that is logged once, as
+      // the link's state.
+      if (this.#up) {
+        this.#opts.logger.log("warn", "presence renewal failed", {
+          error: String(err),
+        });
+      }
+    });
+  };
+
   #refuse(sender: Member): void {
     this.#refused++;
     const hub = this.#hub;
@@ -551,15 +608,19 @@ export class RedisBus implements Relay {
     });
     // The library reports every failed attempt; the link's state changes are
     // what is logged, once each.
-    client.on("error", () => this.#noteLink());
+    client.on("error", (err: unknown) => this.#noteLink(String(err)));
     client.on("reconnecting", () => this.#noteLink());
     client.on("end", () => this.#noteLink());
   }
 
-  #noteLink(): void {
+  /** Logs the link's state when it changed; `error` says why it failed. */
+  #noteLink(error?: string): void {
     const up = this.#cmd.isReady && this.#sub.isReady;
-    if (up === this.#up || this.#closed) return;
+    if ((up === this.#up && this.#told) || this.#closed) return;
+    // While the two connections first come up, down is not news.
+    if (!this.#told && !up && error === undefined) return;
     this.#up = up;
+    this.#told = true;
     const where = redactUrl(this.#opts.url);
     if (up) {
       this.#opts.logger.log("info", "redis link up", { redis: where });
@@ -567,7 +628,10 @@ export class RedisBus implements Relay {
       this.#upWaiters = [];
       for (const wake of waiters) wake();
     } else {
-      this.#opts.logger.log("warn", "redis link down", { redis: where });
+      this.#opts.logger.log("warn", "redis link down", {
+        redis: where,
+        error: error ?? "connection lost",
+      });
     }
   }
 }

@@ -11,6 +11,7 @@ import { JSON_SUBPROTOCOL } from "../protocol.ts";
 import {
   closeAll,
   connect,
+  spawnServer,
   startServer,
   type TestServer,
   type TestSocket,
@@ -277,3 +278,81 @@ test(
 function range(from: number, to: number): number[] {
   return Array.from({ length: to - from + 1 }, (_, i) => from + i);
 }
+
+test(
+  "redis: presence covers every instance; a leave reaches the others",
+  withCluster(2, async (_redis, [a, b]) => {
+    const ja = await joinJson(a, "?room=pres&name=alice");
+    const jb = await joinJson(b, "?room=pres&name=bob");
+    assert.deepEqual(jb.messages[0].members, ["bob", "alice"]);
+    assert.equal(jb.messages[0].memberCount, 2);
+    await ja.waitFor(
+      () => ja.messages.some((m) => m.type === "join" && m.name === "bob"),
+      "bob's join on a",
+    );
+    ja.send(JSON.stringify({ type: "who" }));
+    await ja.waitFor(
+      () => ja.messages.some((m) => m.type === "presence"),
+      "presence",
+    );
+    const presence = ja.messages.find((m) => m.type === "presence")!;
+    assert.deepEqual(presence.members, ["alice", "bob"]);
+    jb.send(JSON.stringify({ type: "nick", name: "robert" }));
+    await ja.waitFor(
+      () => ja.messages.some((m) => m.type === "nick" && m.name === "robert"),
+      "nick on a",
+    );
+    await jb.close();
+    await ja.waitFor(
+      () => ja.messages.some((m) => m.type === "leave" && m.name === "robert"),
+      "leave on a",
+    );
+    await ja.close();
+  }),
+);
+
+test(
+  "redis: an instance killed with kill -9 leaves everyone's presence",
+  withCluster(1, async (redis, [a]) => {
+    const doomed = await spawnServer([
+      "--port",
+      "0",
+      "--redis",
+      redis.url,
+      "--redis-presence-ttl",
+      "1.5",
+    ]);
+    try {
+      const ja = await joinJson(a, "?room=dead&name=alice");
+      const victim = await connect(
+        `${doomed.ws}/ws?room=dead&name=victim`,
+        JSON_SUBPROTOCOL,
+      );
+      await ja.waitFor(
+        () => ja.messages.some((m) => m.type === "join" && m.name === "victim"),
+        "victim's join",
+      );
+      const killedAt = Date.now();
+      await doomed.stop("SIGKILL");
+      await ja.waitFor(
+        () =>
+          ja.messages.some((m) => m.type === "leave" && m.name === "victim"),
+        "victim's leave after kill -9",
+      );
+      console.log(`kill -9: leave announced after ${Date.now() - killedAt} ms`);
+      ja.send(JSON.stringify({ type: "who" }));
+      await ja.waitFor(
+        () => ja.messages.some((m) => m.type === "presence"),
+        "presence",
+      );
+      assert.deepEqual(
+        ja.messages.find((m) => m.type === "presence")!.members,
+        ["alice"],
+      );
+      await victim.closed;
+      await ja.close();
+    } finally {
+      await doomed.stop("SIGKILL");
+    }
+  }, { redisPresenceTtl: 1.5 }),
+);

@@ -353,11 +353,16 @@ export class Hub {
 
   /**
    * Accepts a message its relay sequenced (the next seq of the room), as
-   * {@link publish} does one it numbered; nothing when no member is here.
+   * {@link publish} does one it numbered. A room whose first member is
+   * still being admitted has only its history to extend.
    */
   deliver(roomName: string, rec: ChatRecord): void {
     const room = this.#rooms.get(roomName);
-    if (room) this.#accept(room, rec);
+    if (room) {
+      this.#accept(room, rec);
+    } else {
+      this.#opts.history.append(roomName, rec);
+    }
   }
 
   /**

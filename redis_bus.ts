@@ -83,8 +83,9 @@ return {seq, epoch}
 /**
  * A room's epoch and seq with records of its stream, read atomically; a
  * room without state gets an epoch, so a welcome always has one. KEYS: meta
- * hash, stream. ARGV: `tail` (the newest COUNT) or the first seq wanted,
- * COUNT, ttl, epoch for a new life.
+ * hash, stream. ARGV: `tail` (the newest COUNT), `<SEQ` (the COUNT before
+ * SEQ, newest first) or the first seq wanted, COUNT, ttl, epoch for a new
+ * life.
  */
 const READ_LUA = `
 local epoch = redis.call('hget', KEYS[1], 'epoch')
@@ -99,6 +100,9 @@ local seq = redis.call('hget', KEYS[1], 'seq') or '0'
 local entries
 if ARGV[1] == 'tail' then
   entries = redis.call('xrevrange', KEYS[2], '+', '-', 'COUNT', ARGV[2])
+elseif string.sub(ARGV[1], 1, 1) == '<' then
+  local before = '(' .. string.sub(ARGV[1], 2) .. '-0'
+  entries = redis.call('xrevrange', KEYS[2], before, '-', 'COUNT', ARGV[2])
 else
   entries = redis.call('xrange', KEYS[2], ARGV[1], '+', 'COUNT', ARGV[2])
 end
@@ -347,6 +351,24 @@ export class RedisBus implements Relay {
     this.#sub.unsubscribe(channelOf(room), feed.listener).catch(() => {});
   }
 
+  /**
+   * Scrollback from any instance: up to `limit` records before `seq` from
+   * the room's stream, oldest first, the epoch they belong to, and whether
+   * older ones remain. For the JSON `history` request of durable history;
+   * unlike a local store's, this read is a round trip to Redis.
+   */
+  async before(
+    room: string,
+    seq: number,
+    limit: number,
+  ): Promise<{ records: ChatRecord[]; epoch: string; more: boolean }> {
+    await this.#whenUp();
+    const r = await this.#read(room, `<${seq}`, limit + 1);
+    const more = r.records.length > limit;
+    const records = more ? r.records.slice(1) : r.records;
+    return { records, epoch: r.epoch, more };
+  }
+
   /** Stops following rooms and closes both connections. */
   async close(): Promise<void> {
     this.#closed = true;
@@ -584,7 +606,7 @@ export class RedisBus implements Relay {
       newEpoch(),
     ]);
     const read = parseRead(reply);
-    if (from === "tail") read.records.reverse();
+    if (from === "tail" || from.startsWith("<")) read.records.reverse();
     return read;
   }
 

@@ -5,9 +5,10 @@
  */
 import assert from "node:assert/strict";
 import { createClient } from "redis";
-import type { Logger } from "../log.ts";
+import { type Logger, silentLogger } from "../log.ts";
 import type { HubbubOptions } from "../mod.ts";
 import { JSON_SUBPROTOCOL } from "../protocol.ts";
+import { RedisBus } from "../redis_bus.ts";
 import {
   closeAll,
   connect,
@@ -355,4 +356,77 @@ test(
       await doomed.stop("SIGKILL");
     }
   }, { redisPresenceTtl: 1.5 }),
+);
+
+test(
+  "redis: scrollback reads the stream, whichever instance wrote it",
+  withCluster(2, async (redis, [a]) => {
+    const talker = await joinJson(a, "?room=back");
+    for (let i = 1; i <= 10; i++) say(talker, `s${i}`, true);
+    await talker.waitFor(() => chats(talker).length === 10, "10 messages");
+    const epoch = talker.messages[0].epoch;
+    // A bus of its own stands for another instance.
+    const other = new RedisBus({
+      url: redis.url,
+      history: 5,
+      historyMax: 100,
+      presenceTtlMs: 3000,
+      logger: silentLogger,
+      accepted() {},
+    });
+    try {
+      const page = await other.before("back", 8, 3);
+      assert.deepEqual(page.records.map((r) => r.text), ["s5", "s6", "s7"]);
+      assert.equal(page.epoch, epoch);
+      assert.equal(page.more, true);
+      const first = await other.before("back", 3, 5);
+      assert.deepEqual(first.records.map((r) => r.seq), [1, 2]);
+      assert.equal(first.more, false);
+    } finally {
+      await other.close();
+    }
+    await talker.close();
+  }),
+);
+
+test(
+  "redis: joins while messages flow: history and live delivery meet exactly",
+  withCluster(2, async (_redis, [a, b]) => {
+    const talker = await connect(`${a.ws}/ws?room=flow`);
+    let sending = true;
+    const sent = (async () => {
+      for (let i = 1; sending && i <= 2000; i++) {
+        say(talker, `f${i}`, false);
+        await new Promise((r) => setTimeout(r, 1));
+      }
+    })();
+    try {
+      // Each joiner is alone on b, so each join loads the room afresh.
+      for (let j = 0; j < 8; j++) {
+        const s = await joinJson(b, "?room=flow");
+        await s.waitFor(() => chats(s).length >= 5, "some live messages");
+        await s.close();
+        const w = s.messages[0];
+        const seqs = [
+          ...(w.history as Msg[]).map((m) => m.seq as number),
+          ...chats(s).map((m) => m.seq as number),
+        ];
+        const first = seqs[0];
+        assert.deepEqual(
+          seqs,
+          range(first, first + seqs.length - 1),
+          `joiner ${j}: contiguous, welcome seq ${w.seq}`,
+        );
+        assert.equal(
+          (w.history as Msg[]).at(-1)?.seq ?? w.seq,
+          w.seq,
+          "history ends at the welcome's seq",
+        );
+      }
+    } finally {
+      sending = false;
+      await sent;
+      await talker.close();
+    }
+  }, { history: 20 }),
 );

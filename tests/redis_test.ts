@@ -7,11 +7,13 @@ import assert from "node:assert/strict";
 import { createClient } from "redis";
 import { type Logger, silentLogger } from "../log.ts";
 import type { HubbubOptions } from "../mod.ts";
+import { LARGE_ROOM } from "../hub.ts";
 import { JSON_SUBPROTOCOL } from "../protocol.ts";
 import { RedisBus } from "../redis_bus.ts";
 import {
   closeAll,
   connect,
+  connectMany,
   spawnServer,
   startServer,
   type TestServer,
@@ -429,4 +431,41 @@ test(
       await talker.close();
     }
   }, { history: 20 }),
+);
+
+test(
+  "redis: the large-room rule counts the members of every instance",
+  withCluster(2, async (_redis, [a, b]) => {
+    const jb = await joinJson(b, "?room=big&name=watcher");
+    const crowd = [
+      ...await connectMany(`${a.ws}/ws?room=big`, LARGE_ROOM / 2),
+      ...await connectMany(`${b.ws}/ws?room=big`, LARGE_ROOM / 2 - 1),
+    ];
+    try {
+      // Until b lists a's members: presence travels through Redis.
+      const presences = () => jb.messages.filter((m) => m.type === "presence");
+      await until(async () => {
+        const before = presences().length;
+        jb.send(JSON.stringify({ type: "who" }));
+        await jb.waitFor(() => presences().length > before, "presence");
+        return (presences().at(-1)!.members as string[]).length === LARGE_ROOM;
+      }, `${LARGE_ROOM} members listed on b`);
+      const ja = await joinJson(a, "?room=big&name=newcomer");
+      const w = ja.messages[0];
+      assert.equal(w.memberCount, LARGE_ROOM + 1);
+      assert.deepEqual(w.members, ["newcomer"]);
+      say(ja, "hello crowd", true);
+      await jb.waitFor(
+        () => chats(jb).some((m) => m.text === "hello crowd"),
+        "the newcomer's message",
+      );
+      assert.ok(
+        !jb.messages.some((m) => m.type === "join" && m.name === "newcomer"),
+        "no join announced above the limit",
+      );
+      await ja.close();
+    } finally {
+      await closeAll([jb, ...crowd]);
+    }
+  }),
 );

@@ -113,6 +113,12 @@ export class RedisPresence {
   readonly #local = new Map<string, Map<string, string>>();
   /** Members elsewhere, by room followed here: field → name. */
   readonly #remote = new Map<string, Map<string, string>>();
+  /**
+   * Their names as a list, built once per change: a welcome and every join
+   * and leave ask for it, and a room filling up must not pay O(members)
+   * for each.
+   */
+  readonly #names = new Map<string, string[]>();
 
   /** Presence through `cmd`, the bus's command connection. */
   constructor(cmd: PresenceCommands, opts: RedisPresenceOptions) {
@@ -121,20 +127,26 @@ export class RedisPresence {
   }
 
   /** Names in the room on other instances. */
-  elsewhere(room: string): string[] {
-    const remote = this.#remote.get(room);
-    return remote ? [...remote.values()] : [];
+  elsewhere(room: string): readonly string[] {
+    let names = this.#names.get(room);
+    if (!names) {
+      names = [...this.#remote.get(room)?.values() ?? []];
+      this.#names.set(room, names);
+    }
+    return names;
   }
 
   /** Reads the room's members elsewhere; call once subscribed to its channel. */
   async load(room: string): Promise<void> {
     const all = await this.#cmd.hGetAll(membersKey(room));
     this.#remote.set(room, this.#others(Object.entries(all)));
+    this.#names.delete(room);
   }
 
   /** Forgets a room no member here is in. */
   drop(room: string): void {
     this.#remote.delete(room);
+    this.#names.delete(room);
     this.#local.delete(room);
   }
 
@@ -200,6 +212,7 @@ export class RedisPresence {
   ): void {
     const was = remote.get(field);
     if (was === name || (was === undefined && name === null)) return;
+    this.#names.delete(room);
     if (name === null) {
       remote.delete(field);
       this.#opts.onRemote(room, { kind: "leave", name: was! });

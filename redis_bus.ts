@@ -21,7 +21,7 @@
 import { createHash } from "node:crypto";
 import { createClient } from "redis";
 import type { Hub, Member, MemberEvent, Relay } from "./hub.ts";
-import type { Logger } from "./log.ts";
+import type { LogFields, Logger } from "./log.ts";
 import type { ChatRecord } from "./protocol.ts";
 import { RelayWindow } from "./relay_window.ts";
 import { PRESENCE_PREFIX, RedisPresence } from "./redis_presence.ts";
@@ -246,7 +246,7 @@ export class RedisBus implements Relay {
     }
     this.#presence = new RedisPresence(this.#cmd, {
       ttlMs: opts.presenceTtlMs,
-      logger: opts.logger,
+      warn: (msg, fields) => this.#warn(msg, fields),
       channelOf,
       onRemote: (room, event) => this.#hub?.remote(room, event),
     });
@@ -292,7 +292,13 @@ export class RedisBus implements Relay {
     f.admitting++;
     (async () => {
       const ok = await f.loaded;
-      const older = ok ? await this.#older(f, since, epoch) : [];
+      let older: ChatRecord[] = [];
+      try {
+        if (ok) older = await this.#older(f, since, epoch);
+      } catch (err) {
+        // The welcome then says `gap`: what the window has is all it gets.
+        this.#warn("redis history not read", { room, error: String(err) });
+      }
       f.admitting--;
       if (!ok || this.#feeds.get(room) !== f) {
         refuse();
@@ -302,11 +308,11 @@ export class RedisBus implements Relay {
       if (older.length > 0) this.window.prepend(room, older);
       join();
     })().catch((err) => {
-      this.#opts.logger.log("error", "redis admit failed", {
+      // A bug in the join itself: one socket fails, not the process.
+      this.#opts.logger.log("error", "join failed", {
         room,
         error: String(err),
       });
-      refuse();
     });
   }
 
@@ -420,7 +426,7 @@ export class RedisBus implements Relay {
       this.#release(feed);
       return true;
     } catch (err) {
-      this.#opts.logger.log("warn", "redis room not loaded", {
+      this.#warn("redis room not loaded", {
         room: feed.room,
         error: String(err),
       });
@@ -570,13 +576,7 @@ export class RedisBus implements Relay {
       f.room
     );
     this.#presence.tick(rooms).catch((err) => {
-      // While the link is down every tick fails; that is logged once, as
-      // the link's state.
-      if (this.#up) {
-        this.#opts.logger.log("warn", "presence renewal failed", {
-          error: String(err),
-        });
-      }
+      this.#warn("presence renewal failed", { error: String(err) });
     });
   };
 
@@ -655,6 +655,14 @@ export class RedisBus implements Relay {
     client.on("error", (err: unknown) => this.#noteLink(String(err)));
     client.on("reconnecting", () => this.#noteLink());
     client.on("end", () => this.#noteLink());
+  }
+
+  /**
+   * Logs a failed Redis call, unless the link is down: then every call
+   * fails, and the one line that says so is the link's.
+   */
+  #warn(msg: string, fields: LogFields): void {
+    if (this.#up) this.#opts.logger.log("warn", msg, fields);
   }
 
   /** Logs the link's state when it changed; `error` says why it failed. */

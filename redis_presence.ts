@@ -16,7 +16,7 @@
  */
 
 import type { Member, MemberEvent } from "./hub.ts";
-import type { Logger } from "./log.ts";
+import type { LogFields } from "./log.ts";
 
 /** The commands presence needs of a Redis connection (node-redis has them). */
 export interface PresenceCommands {
@@ -95,8 +95,8 @@ return out
 export interface RedisPresenceOptions {
   /** Milliseconds an instance's entries live without renewal. */
   ttlMs: number;
-  /** Where failures are reported. */
-  logger: Logger;
+  /** Reports a failed call. */
+  warn(msg: string, fields: LogFields): void;
   /** The room's channel name. */
   channelOf(room: string): string;
   /** A member elsewhere joined, left or changed name. */
@@ -172,9 +172,9 @@ export class RedisPresence {
       keys: [membersKey(room), expiryKey(room)],
       arguments: args,
     }).catch((err) => {
-      // The link is down: the next renewal writes this instance's members
-      // again (without an announcement), and a leave is swept by expiry.
-      this.#opts.logger.log("warn", "presence change not stored", {
+      // The next renewal writes this instance's members again (without an
+      // announcement), and a leave not stored is swept when it expires.
+      this.#opts.warn("presence change not stored", {
         room,
         error: String(err),
       });
@@ -189,7 +189,7 @@ export class RedisPresence {
     try {
       e = JSON.parse(message.slice(PRESENCE_PREFIX.length));
     } catch {
-      this.#opts.logger.log("warn", "presence event not understood", { room });
+      this.#opts.warn("presence event not understood", { room });
       return;
     }
     const { k, f, n } = e;

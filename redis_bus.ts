@@ -209,6 +209,12 @@ export class RedisBus implements Relay {
   #inFlight = 0;
   #closed = false;
   #upWaiters: (() => void)[] = [];
+  /**
+   * The connections' first connect, which retries until it succeeds or the
+   * client is closed; it settles only after the library's pending retry
+   * pause, so close() waits for it to leave no timer behind.
+   */
+  #connecting: Promise<void>[] = [];
   readonly #ticker: ReturnType<typeof setInterval>;
   readonly #presenceTicker: ReturnType<typeof setInterval>;
 
@@ -235,15 +241,15 @@ export class RedisBus implements Relay {
     this.#sub = createClient(options);
     this.#watch(this.#cmd);
     this.#watch(this.#sub);
-    for (const client of [this.#cmd, this.#sub]) {
-      client.connect().catch((err) => {
+    this.#connecting = [this.#cmd, this.#sub].map((client) =>
+      client.connect().then(() => {}, (err) => {
         if (!this.#closed) {
           opts.logger.log("error", "redis connect failed", {
             error: String(err),
           });
         }
-      });
-    }
+      })
+    );
     this.#presence = new RedisPresence(this.#cmd, {
       ttlMs: opts.presenceTtlMs,
       warn: (msg, fields) => this.#warn(msg, fields),
@@ -390,6 +396,7 @@ export class RedisBus implements Relay {
         client.destroy();
       }
     }));
+    await Promise.all(this.#connecting);
   }
 
   #newFeed(room: string): Feed {

@@ -32,22 +32,29 @@ export interface RedisServer {
   restart(): Promise<void>;
 }
 
-/** Starts `redis-server` on `port` (a free one by default) and waits until it is ready. */
-export async function startRedis(port = freePort()): Promise<RedisServer> {
-  let current = await spawnRedis(port);
+/**
+ * Starts `redis-server` on `port` (a free one by default) with `extra`
+ * arguments (e.g. `--requirepass`) and waits until it is ready.
+ */
+export async function startRedis(
+  port = freePort(),
+  extra: string[] = [],
+): Promise<RedisServer> {
+  let current = await spawnRedis(port, extra);
   return {
     port,
     url: `redis://127.0.0.1:${port}`,
     stop: (signal) => current.stop(signal),
     async restart() {
       await current.stop();
-      current = await spawnRedis(port);
+      current = await spawnRedis(port, extra);
     },
   };
 }
 
 async function spawnRedis(
   port: number,
+  extra: string[],
 ): Promise<{ stop(signal?: Deno.Signal): Promise<void> }> {
   const child = new Deno.Command(REDIS_SERVER, {
     args: [
@@ -59,6 +66,7 @@ async function spawnRedis(
       "",
       "--appendonly",
       "no",
+      ...extra,
     ],
     stdout: "piped",
     stderr: "piped",

@@ -469,3 +469,31 @@ test(
     }
   }),
 );
+
+test("redis: a password in the URL; a wrong one is degraded, and says why", async () => {
+  const redis = await startRedis(undefined, ["--requirepass", "s3cret"]);
+  const lines: string[] = [];
+  const logger: Logger = {
+    log: (level, msg, fields) =>
+      lines.push(`${level} ${msg} ${JSON.stringify(fields)}`),
+  };
+  const port = redis.url.split(":").at(-1);
+  const good = await startServer({
+    redis: `redis://:s3cret@127.0.0.1:${port}`,
+  });
+  const bad = await startServer({
+    redis: `redis://:wrong@127.0.0.1:${port}`,
+    logger,
+  });
+  try {
+    await linkUp(good);
+    await health(bad, "degraded");
+    const down = lines.find((l) => l.includes("redis link down"));
+    assert.ok(down?.includes("WRONGPASS"), down);
+    assert.ok(!down?.includes("wrong@"), "the password is not logged");
+  } finally {
+    await good.close();
+    await bad.close();
+    await redis.stop();
+  }
+});

@@ -277,7 +277,18 @@ export async function spawnServer(
   const env = Deno.env.toObject();
   delete env.DENO_USE_WRITEV;
   const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", ...denoFlags, MAIN, "--hostname", "127.0.0.1", ...args],
+    // Port 0 unless the test gives one (a later --port wins): 8080 may be
+    // held by anything else on the machine.
+    args: [
+      "run",
+      ...denoFlags,
+      MAIN,
+      "--hostname",
+      "127.0.0.1",
+      "--port",
+      "0",
+      ...args,
+    ],
     clearEnv: true,
     env,
     stdout: "piped",

@@ -67,6 +67,12 @@ export interface ClientContext {
   ): void;
 }
 
+/**
+ * Frames a client may send before it is in its room (the join waits for
+ * the relay); more is a flood, not a person typing.
+ */
+const EARLY_FRAMES = 64;
+
 let nextId = 1;
 
 /** A chat connection: a hub {@link Member} bound to a socket's events. */
@@ -87,6 +93,11 @@ export class Client implements Member {
   #refilledAt = 0;
   /** Messages refused since the last accepted one. */
   #refused = 0;
+  /**
+   * Frames that arrived while the hub was still joining this client (with
+   * `--redis` a room may first have to be loaded); null once joined.
+   */
+  #early: unknown[] | null = [];
 
   /** Binds to `socket` and joins the hub once the socket opens. */
   constructor(
@@ -146,8 +157,24 @@ export class Client implements Member {
     this.#ctx.evictSocket(this.socket, reason, code, text, this.id);
   }
 
+  /** Called by the hub once this client is in its room. */
+  joined(): void {
+    const early = this.#early;
+    this.#early = null;
+    for (const data of early ?? []) this.#onMessage(data);
+  }
+
   #onMessage(data: unknown): void {
-    if (!this.room) return; // evicted, closed by us, or not yet open
+    if (!this.room) {
+      if (this.#early === null) return; // evicted or closed by us
+      if (this.#early.length >= EARLY_FRAMES) {
+        this.#early = null;
+        this.#closeNow(1008, "too many messages before joining");
+      } else {
+        this.#early.push(data);
+      }
+      return;
+    }
     const { hub, limits } = this.#ctx;
     if (typeof data !== "string") {
       this.#closeNow(1003, "binary frames are not accepted");

@@ -52,6 +52,10 @@ export interface Config {
   cert: string | undefined;
   /** PEM private key file of `cert`. */
   key: string | undefined;
+  /** Redis URL that joins instances into one chat; "" for none. */
+  redis: string;
+  /** Seconds an instance's members stay listed elsewhere without renewal. */
+  redisPresenceTtl: number;
 }
 
 /** Turns a flag's raw text into its setting; `source` names it in errors. */
@@ -185,6 +189,18 @@ const FLAGS: { [K in keyof Config]: FlagSpec<Config[K]> } = {
     help: "PEM private key file of --cert",
     parse: toOptional,
   },
+  redis: {
+    flag: "redis",
+    default: "",
+    help: "redis:// or rediss:// URL joining instances into one chat",
+    parse: toRedisUrl,
+  },
+  redisPresenceTtl: {
+    flag: "redis-presence-ttl",
+    default: "15",
+    help: "seconds a dead instance's members stay listed (with --redis)",
+    parse: toPositive,
+  },
 };
 
 /** The table's entries in `--help` order. */
@@ -294,6 +310,12 @@ function toNumber(raw: string, source: string): number {
   return Number(raw);
 }
 
+function toPositive(raw: string, source: string): number {
+  const n = toNumber(raw, source);
+  if (n === 0) throw new ConfigError(`${source}: must be more than 0`);
+  return n;
+}
+
 function toText(raw: string, source: string): string {
   if (raw === "") throw new ConfigError(`${source}: must not be empty`);
   return raw;
@@ -316,6 +338,20 @@ function toHttpUrl(raw: string, source: string): string | undefined {
     throw new ConfigError(`${source}: expected an http(s) URL, got "${raw}"`);
   }
   return url.href;
+}
+
+function toRedisUrl(raw: string, source: string): string {
+  if (raw === "") return "";
+  let url: URL;
+  try {
+    url = new URL(raw);
+  } catch {
+    throw new ConfigError(`${source}: "${raw}" is not a URL`);
+  }
+  if (url.protocol !== "redis:" && url.protocol !== "rediss:") {
+    throw new ConfigError(`${source}: expected redis:// or rediss://`);
+  }
+  return raw;
 }
 
 function toLogFormat(raw: string, source: string): LogFormat {

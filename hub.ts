@@ -28,6 +28,7 @@ import type { EvictionReason, Metrics } from "./metrics.ts";
 import {
   type ChatRecord,
   encodeChat,
+  encodeEpoch,
   encodeError,
   encodeMembership,
   encodeNick,
@@ -89,6 +90,8 @@ export interface Member {
   cursor: number;
   /** Called once when the hub removes the member against its will. */
   evicted(reason: EvictionReason, code: number, text: string): void;
+  /** Called once the member is in its room (at once, unless a relay loads it). */
+  joined(): void;
 }
 
 /** One room event not yet delivered to every member. */
@@ -168,6 +171,41 @@ export class Room {
   }
 }
 
+/**
+ * Where chat messages get their seq when that is not this process: several
+ * instances share rooms through it (`redis_bus.ts`). The hub hands it what
+ * its members send, and it hands back, through {@link Hub.deliver}, every
+ * message of the rooms it was asked to admit, in seq order, those of this
+ * instance's members included. Without a relay the hub numbers messages
+ * itself and nothing on its path changes.
+ */
+export interface Relay {
+  /**
+   * Calls `join` once the room's history (the hub's history store) is ready
+   * to welcome a member after `since`, or `refuse` when it cannot be made so.
+   */
+  admit(
+    room: string,
+    since: number | undefined,
+    epoch: string | undefined,
+    join: () => void,
+    refuse: () => void,
+  ): void;
+  /** Sequences and spreads a message; tells `sender` when it could not. */
+  publish(room: string, draft: Omit<ChatRecord, "seq">, sender: Member): void;
+  /** The room has no member here any more. */
+  vacated(room: string): void;
+  /** Names of the room's members on other instances. */
+  elsewhere(room: string): readonly string[];
+  /** A member here joined, left or changed name. */
+  presence(room: string, member: Member, event: MemberEvent): void;
+}
+
+/** A change in a room's membership, here or (through a relay) elsewhere. */
+export type MemberEvent =
+  | { kind: "join" | "leave"; name: string }
+  | { kind: "nick"; from: string; name: string };
+
 /** Settings the hub enforces. */
 export interface HubOptions {
   /** Unsent bytes a member may have before it is evicted. */
@@ -176,6 +214,8 @@ export interface HubOptions {
   history: HistoryStore;
   /** Counters the hub bumps. */
   metrics: Metrics;
+  /** Where seqs come from when not from this hub; see {@link Relay}. */
+  relay?: Relay;
 }
 
 /** Owns every room and decides who receives what, in which order. */
@@ -201,13 +241,37 @@ export class Hub {
    * Adds a member to a room. A JSON member is welcomed with the member list
    * and the history after `since` (everything kept when absent); the rest of
    * the room hears a `join`. A name already taken in the room gets a numeric
-   * suffix.
+   * suffix. With a relay, this waits until the relay has the room ready.
    */
   join(
     member: Member,
     roomName: string,
     since?: number,
     epoch?: string,
+  ): void {
+    const relay = this.#opts.relay;
+    if (!relay) {
+      this.#join(member, roomName, since, epoch);
+      return;
+    }
+    relay.admit(roomName, since, epoch, () => {
+      // The socket may have closed while the relay loaded the room.
+      if (member.socket.readyState !== WebSocket.OPEN || this.#stopped) {
+        if (!this.#rooms.has(roomName)) relay.vacated(roomName);
+        return;
+      }
+      this.#join(member, roomName, since, epoch);
+    }, () => {
+      if (!this.#rooms.has(roomName)) relay.vacated(roomName);
+      member.socket.close(UNAVAILABLE, "chat unavailable, try again later");
+    });
+  }
+
+  #join(
+    member: Member,
+    roomName: string,
+    since: number | undefined,
+    epoch: string | undefined,
   ): void {
     let room = this.#rooms.get(roomName);
     if (!room) {
@@ -241,10 +305,10 @@ export class Hub {
           type: "welcome",
           you: member.name,
           room: room.name,
-          members: room.members.size > LARGE_ROOM
+          members: this.#count(room) > LARGE_ROOM
             ? [member.name]
-            : [...room.names.keys()],
-          memberCount: room.names.size,
+            : this.#names(room),
+          memberCount: this.#count(room),
           history: slice.records,
           gap: slice.gap,
           seq: room.seq,
@@ -252,8 +316,16 @@ export class Hub {
         }),
       );
     }
-    if (known || room.members.size > LARGE_ROOM) return;
-    this.#announce(room, encodeMembership("join", member.name, Date.now()));
+    if (!known) {
+      if (this.#count(room) <= LARGE_ROOM) {
+        this.#announce(room, encodeMembership("join", member.name, Date.now()));
+      }
+      this.#opts.relay?.presence(room.name, member, {
+        kind: "join",
+        name: member.name,
+      });
+    }
+    member.joined();
   }
 
   /** Removes a member from its room; the others hear a `leave`. Idempotent. */
@@ -266,11 +338,14 @@ export class Hub {
     if (member.json) room.jsonMembers--;
     if (this.#otherSocketStays(room, member)) return;
     room.names.delete(member.name);
+    const relay = this.#opts.relay;
+    relay?.presence(room.name, member, { kind: "leave", name: member.name });
     if (room.members.size === 0) {
       this.#rooms.delete(room.name);
+      relay?.vacated(room.name);
       return;
     }
-    if (room.members.size >= LARGE_ROOM) return;
+    if (this.#count(room) >= LARGE_ROOM) return;
     this.#announce(room, encodeMembership("leave", member.name, Date.now()));
   }
 
@@ -301,15 +376,54 @@ export class Hub {
   publish(member: Member, text: string): void {
     const room = member.room;
     if (!room) return;
+    const relay = this.#opts.relay;
+    if (relay) {
+      relay.publish(
+        room.name,
+        { from: member.name, time: Date.now(), text },
+        member,
+      );
+      return;
+    }
     const rec: ChatRecord = {
       seq: ++room.seq,
       from: member.name,
       time: Date.now(),
       text,
     };
-    this.#opts.history.append(room.name, rec);
     this.#opts.metrics.messagesReceived++;
-    this.#enqueue(room, { plain: normalizePlain(text), rec, json: null });
+    this.#accept(room, rec);
+  }
+
+  /**
+   * Accepts a message its relay sequenced (the next seq of the room), as
+   * {@link publish} does one it numbered. A room whose first member is
+   * still being admitted has only its history to extend.
+   */
+  deliver(roomName: string, rec: ChatRecord): void {
+    const room = this.#rooms.get(roomName);
+    if (room) {
+      this.#accept(room, rec);
+    } else {
+      this.#opts.history.append(roomName, rec);
+    }
+  }
+
+  /**
+   * The room's numbering started again under `epoch` (its relay lost its
+   * state): JSON members are told, and seqs go on from `seq`.
+   */
+  renumber(roomName: string, epoch: string, seq: number): void {
+    const room = this.#rooms.get(roomName);
+    if (!room) return;
+    room.seq = seq;
+    this.#announce(room, encodeEpoch(room.name, epoch, seq));
+  }
+
+  #accept(room: Room, rec: ChatRecord): void {
+    room.seq = rec.seq;
+    this.#opts.history.append(room.name, rec);
+    this.#enqueue(room, { plain: normalizePlain(rec.text), rec, json: null });
   }
 
   /** Changes a member's name, or tells it why not. */
@@ -325,13 +439,50 @@ export class Hub {
     room.names.set(name, member);
     member.name = name;
     this.#announce(room, encodeNick(old, name, Date.now()));
+    this.#opts.relay?.presence(room.name, member, {
+      kind: "nick",
+      from: old,
+      name,
+    });
+  }
+
+  /**
+   * A member of another instance joined, left or changed name (news from
+   * the relay, whose list of names elsewhere already has the change):
+   * announced here under the same large-room rule as local changes.
+   */
+  remote(roomName: string, event: MemberEvent): void {
+    const room = this.#rooms.get(roomName);
+    if (!room) return;
+    const now = Date.now();
+    const count = this.#count(room);
+    if (event.kind === "nick") {
+      this.#announce(room, encodeNick(event.from, event.name, now));
+    } else if (
+      event.kind === "join" ? count <= LARGE_ROOM : count < LARGE_ROOM
+    ) {
+      this.#announce(room, encodeMembership(event.kind, event.name, now));
+    }
+  }
+
+  /** People in the room on every instance (a user's sockets count once). */
+  #count(room: Room): number {
+    const relay = this.#opts.relay;
+    return room.names.size + (relay ? relay.elsewhere(room.name).length : 0);
+  }
+
+  /** Names of the room's members on every instance. */
+  #names(room: Room): string[] {
+    const names = [...room.names.keys()];
+    const relay = this.#opts.relay;
+    return relay ? names.concat(relay.elsewhere(room.name)) : names;
   }
 
   /** Sends a member the room's member list. */
   who(member: Member): void {
     const room = member.room;
     if (!room) return;
-    this.sendTo(member, encodePresence(room.name, [...room.names.keys()]));
+    this.sendTo(member, encodePresence(room.name, this.#names(room)));
   }
 
   /** Sends a member an error message (JSON members only). */
@@ -582,6 +733,9 @@ export class Hub {
 }
 
 const NO_FRAMES: readonly string[] = [];
+
+/** Close code "try again later": the relay could not load the room. */
+const UNAVAILABLE = 1013;
 
 /** Joins lines with `\n` into frames of at most {@link FRAME_CHARS}. */
 class FrameBuilder {

@@ -65,6 +65,8 @@ export class Metrics {
       rooms: number;
       historyMessages: number;
       evictedUnclosed: number;
+      /** The Redis link, when the instance uses one. */
+      redis?: { up: boolean; reconnects: number; refused: number };
     },
   ): string {
     const out: string[] = [];
@@ -158,6 +160,26 @@ export class Metrics {
       "Messages held in room history.",
       [["", gauges.historyMessages]],
     );
+    if (gauges.redis) {
+      metric(
+        "hubbub_redis_up",
+        "gauge",
+        "1 while both Redis connections (commands, subscriber) are ready.",
+        [["", gauges.redis.up ? 1 : 0]],
+      );
+      metric(
+        "hubbub_redis_reconnects_total",
+        "counter",
+        "Redis connections re-established after they were lost.",
+        [["", gauges.redis.reconnects]],
+      );
+      metric(
+        "hubbub_redis_refused_total",
+        "counter",
+        "Messages refused to their senders because Redis did not take them.",
+        [["", gauges.redis.refused]],
+      );
+    }
     metric("hubbub_uptime_seconds", "gauge", "Seconds since start.", [[
       "",
       Math.round(this.uptimeSeconds() * 1000) / 1000,

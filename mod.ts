@@ -21,7 +21,7 @@ import { createHash } from "node:crypto";
 import { Auth, type AuthOptions } from "./auth.ts";
 import { Client, type ClientLimits } from "./client.ts";
 import { FAVICON, FAVICON_CACHE, FAVICON_TYPE } from "./favicon.ts";
-import { MemoryHistory } from "./history.ts";
+import { type HistoryStore, MemoryHistory } from "./history.ts";
 import { Hub } from "./hub.ts";
 import { type Logger, silentLogger } from "./log.ts";
 import { type EvictionReason, Metrics } from "./metrics.ts";
@@ -34,6 +34,7 @@ import {
   refusal,
 } from "./gate.ts";
 import { checkName } from "./protocol.ts";
+import { RedisBus } from "./redis_bus.ts";
 import page from "./static/home.html" with { type: "text" };
 
 /**
@@ -59,6 +60,18 @@ export interface HubbubOptions extends AuthOptions {
   maxConnections?: number;
   /** Messages kept per room; default 100. */
   history?: number;
+  /** Messages a room keeps in Redis (approximately); default 10000. */
+  historyMax?: number;
+  /**
+   * `redis://` or `rediss://` URL: several instances share rooms through
+   * this Redis; default none (this process is the whole chat).
+   */
+  redis?: string;
+  /**
+   * Seconds this instance's members stay listed on other instances without
+   * renewal (renewed every third of it); default 15.
+   */
+  redisPresenceTtl?: number;
   /** Extra allowed browser origins, or `*`; default none. */
   allowOrigin?: string[] | "*";
   /** Where log lines go; default nowhere. */
@@ -124,9 +137,26 @@ export function createHubbub(options: HubbubOptions = {}): Hubbub {
   const logger = options.logger ?? silentLogger;
   useVectoredWrites(logger);
   const metrics = new Metrics();
-  const history = new MemoryHistory(options.history ?? 100);
+  const bus = options.redis
+    ? new RedisBus({
+      url: options.redis,
+      history: options.history ?? 100,
+      historyMax: options.historyMax ?? 10000,
+      presenceTtlMs: (options.redisPresenceTtl ?? 15) * 1000,
+      logger,
+      accepted: () => metrics.messagesReceived++,
+    })
+    : null;
+  const history: HistoryStore = bus?.window ??
+    new MemoryHistory(options.history ?? 100);
   const maxBufferedBytes = options.maxBufferedBytes ?? 1 << 20;
-  const hub = new Hub({ maxBufferedBytes, history, metrics });
+  const hub = new Hub({
+    maxBufferedBytes,
+    history,
+    metrics,
+    ...(bus ? { relay: bus } : {}),
+  });
+  bus?.attach(hub);
   const limits: ClientLimits = {
     maxMessageBytes: options.maxMessageBytes ?? 16 << 10,
     rateLimit: options.rateLimit ?? 20,
@@ -295,13 +325,7 @@ export function createHubbub(options: HubbubOptions = {}): Hubbub {
       case "/auth":
         return readOnly(req, () => gate.authCheck(req, url));
       case "/healthz":
-        return readOnly(req, () =>
-          Response.json({
-            status: closing ? "stopping" : "ok",
-            connections: sockets.size,
-            rooms: hub.roomCount,
-            uptime: Math.round(metrics.uptimeSeconds() * 1000) / 1000,
-          }));
+        return readOnly(req, health);
       case "/metrics":
         return readOnly(req, () =>
           new Response(
@@ -310,6 +334,7 @@ export function createHubbub(options: HubbubOptions = {}): Hubbub {
               evictedUnclosed: evictedSockets.size,
               rooms: hub.roomCount,
               historyMessages: history.size(),
+              ...(bus ? { redis: bus.state } : {}),
             }),
             {
               headers: {
@@ -320,6 +345,21 @@ export function createHubbub(options: HubbubOptions = {}): Hubbub {
       default:
         return refusal(404, "not found");
     }
+  }
+
+  /**
+   * With Redis unreachable the instance is `degraded`, answered 503 so that
+   * a load balancer sends new clients to an instance that can deliver.
+   */
+  function health(): Response {
+    const degraded = bus !== null && !bus.state.up;
+    return Response.json({
+      status: closing ? "stopping" : degraded ? "degraded" : "ok",
+      connections: sockets.size,
+      rooms: hub.roomCount,
+      uptime: Math.round(metrics.uptimeSeconds() * 1000) / 1000,
+      ...(bus ? { redis: bus.state.up ? "up" : "down" } : {}),
+    }, { status: degraded && !closing ? 503 : 200 });
   }
 
   async function close(timeoutMs = 5000): Promise<void> {
@@ -333,6 +373,7 @@ export function createHubbub(options: HubbubOptions = {}): Hubbub {
     }
     for (const member of hub.members()) hub.leave(member);
     hub.stop();
+    await bus?.close();
     const deadline = Date.now() + timeoutMs;
     while (sockets.size > 0 && Date.now() < deadline) {
       await new Promise((resolve) => setTimeout(resolve, 20));

@@ -133,7 +133,8 @@ export type ErrorCode =
   | "name_taken"
   | "rate_limited"
   | "auth_name"
-  | "bad_token";
+  | "bad_token"
+  | "unavailable";
 
 /** A client frame that could not be accepted; the connection stays open. */
 export interface ProtocolError {
@@ -242,6 +243,15 @@ export interface Welcome {
 /** Encodes a chat record as a JSON-protocol frame line. */
 export function encodeChat(room: string, rec: ChatRecord): string {
   return JSON.stringify({ type: "message", room, ...rec });
+}
+
+/**
+ * Encodes the news that the room's numbering started again (with
+ * `--redis`, Redis lost the room's state): messages from now on follow
+ * `seq` in `epoch`, and a reconnect sends this epoch.
+ */
+export function encodeEpoch(room: string, epoch: string, seq: number): string {
+  return JSON.stringify({ type: "epoch", room, epoch, seq });
 }
 
 /** Encodes a membership event (`join` or `leave`) for the room. */

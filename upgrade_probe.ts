@@ -35,6 +35,9 @@ const MAX_REASON_CHARS = 200;
 export const PROBE_TIMEOUT_MS = 5_000;
 
 const HEAD_END = "\r\n\r\n";
+/** Line breaks and other control characters in a reason become one space. */
+// deno-lint-ignore no-control-regex
+const CONTROL_RUN = /[\u0000-\u001f\u007f]+/g;
 
 /**
  * Repeats the opening handshake of `url` with `protocols` over a raw TCP
@@ -169,7 +172,7 @@ async function readAnswer(
     if (n === null) closed = true;
     else body += decoder.decode(buf.subarray(0, n), { stream: true });
   }
-  const reason = body.replace(/[\u0000-\u001f\u007f]+/g, " ").trim()
+  const reason = body.replace(CONTROL_RUN, " ").trim()
     .slice(0, MAX_REASON_CHARS);
   return { status, statusText: m[2], reason };
 }

@@ -198,19 +198,16 @@ class Session {
       this.#wake();
     };
 
-    const timeout = sleepUnless(OPEN_TIMEOUT_MS, this.#interrupted.promise);
-    const first = await Promise.race([
-      opened.promise,
-      timeout.then(() => null),
-    ]);
-    if (first !== true) {
+    const settled = await sleepUnless(
+      OPEN_TIMEOUT_MS,
+      Promise.race([opened.promise, this.#interrupted.promise]),
+    );
+    if (socket.readyState !== WebSocket.OPEN) {
       if (socket.readyState === WebSocket.CONNECTING) socket.close();
-      if (first === null && this.#quit === "interrupt") {
-        return { kind: "quit", answered: true };
-      }
+      if (this.#quit === "interrupt") return { kind: "quit", answered: true };
       return await this.#explainFailure(
         url,
-        first === null ? `no answer within ${OPEN_TIMEOUT_MS} ms` : failure,
+        settled ? failure : `no answer within ${OPEN_TIMEOUT_MS} ms`,
       );
     }
 
@@ -228,10 +225,9 @@ class Session {
     }
     if (this.#quit === "eof") await this.#drain(closed.promise);
     if (socket.readyState === WebSocket.OPEN) socket.close(NORMAL);
-    const answered = await Promise.race([
-      closed.promise.then(() => true),
-      sleepUnless(CLOSE_WAIT_MS, this.#interrupted.promise).then(() => false),
-    ]);
+    // Not cut short by the interrupt that asked for the close: the close
+    // frame must go out, and the server's answer is worth the short wait.
+    const answered = await sleepUnless(CLOSE_WAIT_MS, closed.promise);
     return { kind: "quit", answered };
   }
 

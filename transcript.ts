@@ -222,7 +222,12 @@ export class Transcript {
       this.#resume.since = Math.max(this.#resume.since, o.seq);
     }
     if (this.#raw) {
-      lines.push({ to: "out", text: line });
+      // The object as sent, unless it repeats messages already printed: a
+      // script reading welcome.history must not see them twice either.
+      const text = fresh.length === history.length
+        ? line
+        : JSON.stringify({ ...o, history: fresh });
+      lines.push({ to: "out", text });
       return lines;
     }
     const count = typeof o.memberCount === "number" ? o.memberCount : 1;

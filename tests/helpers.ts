@@ -306,7 +306,12 @@ export async function spawnServer(
   try {
     port = await within(portFound.promise, "listening line");
   } catch (e) {
-    child.kill("SIGKILL");
+    // The child may have exited already (that is then the error to report).
+    try {
+      child.kill("SIGKILL");
+    } catch (killErr) {
+      if (!(killErr instanceof TypeError)) throw killErr;
+    }
     await status;
     await Promise.all([errDone, outDone]);
     throw e;

@@ -277,7 +277,18 @@ export async function spawnServer(
   const env = Deno.env.toObject();
   delete env.DENO_USE_WRITEV;
   const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", ...denoFlags, MAIN, "--hostname", "127.0.0.1", ...args],
+    // --port 0 first: a later --port in args wins, and without one the
+    // server must not take 8080, which others on this machine may hold.
+    args: [
+      "run",
+      ...denoFlags,
+      MAIN,
+      "--hostname",
+      "127.0.0.1",
+      "--port",
+      "0",
+      ...args,
+    ],
     clearEnv: true,
     env,
     stdout: "piped",

@@ -224,7 +224,16 @@ class Session {
       };
     }
     if (this.#quit === "eof") await this.#drain(closed.promise);
-    if (socket.readyState === WebSocket.OPEN) socket.close(NORMAL);
+    if (socket.readyState !== WebSocket.OPEN) {
+      // The server closed (or the connection dropped) while our messages
+      // drained: that close, not ours, is how the session ended.
+      return {
+        kind: "closed",
+        event: await closed.promise,
+        lived: Date.now() - openedAt,
+      };
+    }
+    socket.close(NORMAL);
     // Not cut short by the interrupt that asked for the close: the close
     // frame must go out, and the server's answer is worth the short wait.
     const answered = await sleepUnless(CLOSE_WAIT_MS, closed.promise);

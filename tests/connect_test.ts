@@ -370,3 +370,109 @@ Deno.test("connect: deno task start connect URL reaches the client", () =>
     }).output();
     assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
   }));
+
+/**
+ * A TCP relay to `port` that a test can cut (every relayed connection
+ * dropped without a close frame) and block (new connections closed at once).
+ */
+function relay(port: number) {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const open = new Set<Deno.Conn>();
+  const pipes: Promise<unknown>[] = [];
+  let blocked = false;
+  // Cutting a relayed connection errors its pipes: that is the point.
+  const ignoreCut = (p: Promise<void>) =>
+    pipes.push(p.catch((e) => {
+      if (!(e instanceof Error)) throw e;
+    }));
+  const accepting = (async () => {
+    for await (const conn of listener) {
+      if (blocked) {
+        conn.close();
+        continue;
+      }
+      const up = await Deno.connect({ hostname: "127.0.0.1", port });
+      open.add(conn).add(up);
+      ignoreCut(conn.readable.pipeTo(up.writable));
+      ignoreCut(up.readable.pipeTo(conn.writable));
+    }
+  })();
+  return {
+    port: listener.addr.port,
+    set blocked(b: boolean) {
+      blocked = b;
+    },
+    cut() {
+      for (const c of open) {
+        try {
+          c.close();
+        } catch (e) {
+          if (!(e instanceof Deno.errors.BadResource)) throw e;
+        }
+      }
+      open.clear();
+    },
+    async close() {
+      this.cut();
+      listener.close();
+      await accepting.catch((e) => {
+        if (!(e instanceof Deno.errors.BadResource)) throw e;
+      });
+      await Promise.all(pipes);
+    },
+  };
+}
+
+Deno.test("connect: --reconnect --json after a dropped link resumes with since: what was missed arrives once, no gap", () =>
+  withServer(async (srv) => {
+    const link = relay(srv.port);
+    const client = spawnClient([
+      `ws://127.0.0.1:${link.port}/ws?room=since`,
+      "--json",
+      "--reconnect",
+    ]);
+    const writer = await connect(
+      `${srv.ws}/ws?room=since&name=w`,
+      JSON_SUBPROTOCOL,
+    );
+    const say = async (text: string) => {
+      writer.send(JSON.stringify({ type: "message", text }));
+      await writer.waitFor(
+        () => writer.lines.some((l) => l.includes(`"text":"${text}"`)),
+        text,
+      );
+    };
+    try {
+      await client.waitFor(/"type":"welcome"/);
+      for (let i = 1; i <= 5; i++) await say(`m ${i}`);
+      await client.waitFor(/"text":"m 5"/);
+      link.blocked = true;
+      link.cut();
+      await client.waitFor(/connection dropped/);
+      for (let i = 6; i <= 10; i++) await say(`m ${i}`);
+      link.blocked = false;
+      await client.waitFor(/"text":"m 10"/);
+      await client.end();
+      assert.equal((await client.exit()).code, 0, client.stderr());
+      const seqs: number[] = [];
+      const resumed: number[][] = [];
+      for (const line of client.lines()) {
+        const o = JSON.parse(line);
+        if (o.type === "welcome") {
+          resumed.push(o.history.map((m: { seq: number }) => m.seq));
+          seqs.push(...o.history.map((m: { seq: number }) => m.seq));
+        }
+        if (o.type === "message") seqs.push(o.seq);
+      }
+      assert.deepEqual(seqs, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+      // The link was blocked while 6-10 were sent: they came in the
+      // welcome of the resumed connection (since=5), and nothing else did.
+      assert.deepEqual(resumed.at(-1), [6, 7, 8, 9, 10]);
+      assert.doesNotMatch(client.stderr(), /gap/);
+      assert.match(client.stderr(), /reconnecting in/);
+    } finally {
+      await client.exit("SIGKILL");
+      await writer.close();
+      await link.close();
+    }
+  }));

@@ -263,6 +263,7 @@ class Session {
   /** Turns a failed opening into an exit code and one line, asking the server why. */
   async #explainFailure(url: URL, failure: string): Promise<Outcome> {
     const probe = await probeUpgrade(url, this.#options.protocols);
+    // Without the query, which may carry a token.
     const where = `${url.protocol}//${url.host}${url.pathname}`;
     switch (probe.kind) {
       case "unreachable":

@@ -99,30 +99,37 @@ async function servesPage(
 ): Promise<void> {
   const child = new Deno.Command(cmd[0], {
     args: [...cmd.slice(1), "--port", "0", "--hostname", "127.0.0.1"],
+    cwd: ROOT,
     env,
     stdout: "piped",
     stderr: "piped",
   }).spawn();
   let out = "";
+  let err = "";
   const outDone = child.stdout.pipeThrough(new TextDecoderStream()).pipeTo(
     new WritableStream({ write: (c) => void (out += c) }),
   );
-  const errDone = child.stderr.pipeTo(new WritableStream());
+  const errDone = child.stderr.pipeThrough(new TextDecoderStream()).pipeTo(
+    new WritableStream({ write: (c) => void (err += c) }),
+  );
+  let exited = false;
+  const status = child.status.finally(() => exited = true);
+  const listening = /listening on (http:\/\/\S+:\d+\/)/;
   try {
-    await until(() => /listening on http:\/\/\S+:\d+\//.test(out), "listening");
-    const url = out.match(/listening on (http:\/\/\S+:\d+\/)/)![1];
-    const res = await fetch(url);
+    await until(() => exited || listening.test(out), "listening");
+    assert.ok(!exited, `${cmd.join(" ")} exited early:\n${err}`);
+    const res = await fetch(out.match(listening)![1]);
     assert.equal(res.status, 200);
     assert.deepEqual(
       new Uint8Array(await res.arrayBuffer()),
       await Deno.readFile(PAGE),
     );
   } finally {
-    child.kill("SIGTERM");
-    const status = await within(child.status, "server exit", WAIT_MS);
+    if (!exited) child.kill("SIGTERM");
+    await within(status, "server exit", WAIT_MS);
     await Promise.all([outDone, errDone]);
-    assert.equal(status.code, 0);
   }
+  assert.equal((await status).code, 0, err);
 }
 
 Deno.test("compile: the page is in the module graph, so deno compile embeds it", async () => {
@@ -174,5 +181,19 @@ Deno.test("install: deno install --global gives a hubbub command that works offl
     await servesPage([hubbub], OFFLINE_ENV);
   } finally {
     await Deno.remove(root, { recursive: true });
+  }
+});
+
+Deno.test("deno task start on a fresh machine downloads nothing only the tests use", async () => {
+  // An empty cache and no network: had `deno task` wanted playwright-core
+  // (as it did while the lock listed it), it would fail here.
+  const denoDir = await Deno.makeTempDir({ prefix: "hubbub-denodir-" });
+  try {
+    await servesPage([Deno.execPath(), "task", "start"], {
+      ...OFFLINE_ENV,
+      DENO_DIR: denoDir,
+    });
+  } finally {
+    await Deno.remove(denoDir, { recursive: true });
   }
 });

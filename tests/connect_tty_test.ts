@@ -53,6 +53,57 @@ function killIfRunning(child: Deno.ChildProcess): void {
   }
 }
 
+/** A client on a pseudo-terminal: its screen output and a keyboard. */
+interface Terminal {
+  /** Everything written to the terminal so far. */
+  output(): string;
+  /** Types `keys` (raw bytes: "\r" is Enter, "\x03" Ctrl-C, "\x04" Ctrl-D). */
+  type(keys: string): Promise<void>;
+  child: Deno.ChildProcess;
+}
+
+/** Runs `hubbub connect ...args` under `script`, gives it to `fn`, cleans up. */
+async function withTerminal(
+  args: string[],
+  fn: (term: Terminal) => Promise<void>,
+): Promise<void> {
+  const command = [
+    Deno.execPath(),
+    "run",
+    ...START_PERMISSIONS,
+    MAIN,
+    "connect",
+    ...args,
+  ].map((a) => `'${a}'`).join(" ");
+  const child = new Deno.Command(SCRIPT, {
+    args: ["-qefc", command, "/dev/null"],
+    env: { TERM: "xterm", NO_COLOR: "1" },
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  let out = "";
+  const outDone = child.stdout.pipeThrough(new TextDecoderStream()).pipeTo(
+    new WritableStream({ write: (c) => void (out += c) }),
+  );
+  const errDone = child.stderr.pipeTo(new WritableStream());
+  const keys = child.stdin.getWriter();
+  try {
+    await fn({
+      output: () => out,
+      type: (s) => keys.write(new TextEncoder().encode(s)),
+      child,
+    });
+  } finally {
+    killIfRunning(child);
+    await child.status;
+    await keys.close().catch((e) => {
+      if (!(e instanceof Deno.errors.BrokenPipe)) throw e;
+    });
+    await Promise.all([outDone, errDone]);
+  }
+}
+
 Deno.test({
   name:
     "connect on a terminal: an incoming line does not corrupt the half-typed one",
@@ -63,68 +114,62 @@ Deno.test({
         `${srv.ws}/ws?room=tty&name=alice`,
         JSON_SUBPROTOCOL,
       );
-      const command = [
-        Deno.execPath(),
-        "run",
-        ...START_PERMISSIONS,
-        MAIN,
-        "connect",
-        `${srv.ws}/ws?room=tty`,
-        "--nick",
-        "me",
-      ].map((a) => `'${a}'`).join(" ");
-      const child = new Deno.Command(SCRIPT, {
-        args: ["-qefc", command, "/dev/null"],
-        env: { TERM: "xterm", NO_COLOR: "1" },
-        stdin: "piped",
-        stdout: "piped",
-        stderr: "piped",
-      }).spawn();
-      let out = "";
-      const outDone = child.stdout.pipeThrough(new TextDecoderStream()).pipeTo(
-        new WritableStream({ write: (c) => void (out += c) }),
-      );
-      const errDone = child.stderr.pipeTo(new WritableStream());
-      const keys = child.stdin.getWriter();
-      const type = (s: string) => keys.write(new TextEncoder().encode(s));
       try {
-        await until(() => out.includes("joined tty as me"), "joined");
-        await type("hal");
-        await until(() => screen(out).at(-1) === "> hal", "hal echoed");
-        alice.send(JSON.stringify({ type: "message", text: "incoming" }));
-        await until(
-          () =>
-            /\] alice: incoming/.test(out) && screen(out).at(-1) === "> hal",
-          "incoming line printed and the typed line redrawn",
+        await withTerminal(
+          [`${srv.ws}/ws?room=tty`, "--nick", "me"],
+          async ({ output, type, child }) => {
+            await until(() => output().includes("joined tty as me"), "joined");
+            await type("hal");
+            await until(() => screen(output()).at(-1) === "> hal", "echo");
+            alice.send(JSON.stringify({ type: "message", text: "incoming" }));
+            await until(
+              () =>
+                /\] alice: incoming/.test(output()) &&
+                screen(output()).at(-1) === "> hal",
+              "incoming line printed and the typed line redrawn",
+            );
+            await type("f\r");
+            await alice.waitFor(
+              () => alice.messages.some((m) => m.from === "me"),
+              "alice gets me's message",
+            );
+            assert.deepEqual(
+              alice.messages.filter((m) => m.from === "me").map((m) => m.text),
+              ["half"],
+            );
+            await until(() => /\] me: half/.test(output()), "own message");
+            await type("\x04");
+            assert.equal((await child.status).code, 0, output());
+            const shown = screen(output()).filter((l) => l !== "" && l !== ">");
+            const chat = shown.filter((l) => l.startsWith("["));
+            assert.deepEqual(
+              chat.map((l) => l.replace(/^\[\d\d:\d\d\] /, "")),
+              ["alice: incoming", "me: half"],
+            );
+            assert.ok(shown.includes("> half"), shown.join("\n"));
+          },
         );
-        await type("f\r");
-        await alice.waitFor(
-          () => alice.messages.some((m) => m.from === "me"),
-          "alice gets me's message",
-        );
-        assert.deepEqual(
-          alice.messages.filter((m) => m.from === "me").map((m) => m.text),
-          ["half"],
-        );
-        await until(() => /\] me: half/.test(out), "own message shown");
-        await type("\x04");
-        const status = await child.status;
-        assert.equal(status.code, 0, out);
-        const shown = screen(out).filter((l) => l !== "" && l !== ">");
-        const chat = shown.filter((l) => l.startsWith("["));
-        assert.deepEqual(chat.map((l) => l.replace(/^\[\d\d:\d\d\] /, "")), [
-          "alice: incoming",
-          "me: half",
-        ]);
-        assert.ok(shown.includes("> half"), shown.join("\n"));
       } finally {
-        killIfRunning(child);
-        await child.status;
-        await keys.close().catch((e) => {
-          if (!(e instanceof Deno.errors.BrokenPipe)) throw e;
-        });
-        await Promise.all([outDone, errDone]);
         await alice.close();
       }
+    }),
+});
+
+Deno.test({
+  name: "connect on a terminal: Ctrl-C closes with 1000 and exits 0",
+  ignore: !haveScript,
+  fn: () =>
+    withServer(async (srv) => {
+      await withTerminal([`${srv.ws}/ws`], async ({ output, type, child }) => {
+        await until(() => output().includes("joined lobby"), "joined");
+        await type("not sent");
+        await type("\x03");
+        assert.equal((await child.status).code, 0, output());
+        await until(
+          () => srv.hubbub.metrics.closes.get("1000") === 1,
+          "server counts close 1000",
+        );
+        assert.equal(srv.hubbub.metrics.messagesReceived, 0);
+      });
     }),
 });

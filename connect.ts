@@ -245,19 +245,19 @@ class Session {
    * back, or the socket closed, or the user pressed Ctrl-C.
    */
   async #drain(closed: Promise<CloseEvent>): Promise<void> {
-    const deadline = Date.now() + DRAIN_MS;
-    let done = false;
-    closed.then(() => done = true);
-    this.#interrupted.promise.then(() => done = true);
+    const drained = Promise.withResolvers<void>();
+    let over = false;
+    const deadline = sleepUnless(
+      DRAIN_MS,
+      Promise.race([closed, this.#interrupted.promise, drained.promise]),
+    ).then(() => void (over = true));
     while (
-      !done && Date.now() < deadline &&
-      (this.#outbox.length > 0 || this.#transcript.pending > 0)
+      !over && (this.#outbox.length > 0 || this.#transcript.pending > 0)
     ) {
-      await Promise.race([
-        this.#progress.promise,
-        sleepUnless(deadline - Date.now(), closed),
-      ]);
+      await Promise.race([this.#progress.promise, deadline]);
     }
+    drained.resolve();
+    await deadline;
   }
 
   /** Turns a failed opening into an exit code and one line, asking the server why. */

@@ -148,7 +148,6 @@ async function readAnswer(
   const buf = new Uint8Array(4096);
   let text = "";
   let headEnd = -1;
-  let closed = false;
   while (headEnd < 0) {
     if (text.length > MAX_HEAD_BYTES) return null;
     const n = await conn.read(buf);
@@ -161,18 +160,47 @@ async function readAnswer(
   if (!m) return null;
   const status = Number(m[1]);
   if (status === 101) return { status, statusText: m[2], reason: "" };
-  const lengthHeader = head.match(/\r\ncontent-length:\s*(\d+)/i);
-  const length = Math.min(
-    lengthHeader ? Number(lengthHeader[1]) : MAX_REASON_BYTES,
-    MAX_REASON_BYTES,
-  );
   let body = text.slice(headEnd + HEAD_END.length);
-  while (!closed && new TextEncoder().encode(body).length < length) {
-    const n = await conn.read(buf);
-    if (n === null) closed = true;
-    else body += decoder.decode(buf.subarray(0, n), { stream: true });
+  const lengthHeader = head.match(/\r\ncontent-length:\s*(\d+)/i);
+  if (lengthHeader) {
+    const want = Math.min(Number(lengthHeader[1]), MAX_REASON_BYTES);
+    try {
+      while (new TextEncoder().encode(body).length < want) {
+        const n = await conn.read(buf);
+        if (n === null) break;
+        body += decoder.decode(buf.subarray(0, n), { stream: true });
+      }
+    } catch (err) {
+      // The probe's deadline closed the connection: the status is known,
+      // the reason is what came in time.
+      if (
+        !(err instanceof Deno.errors.BadResource ||
+          err instanceof Deno.errors.Interrupted)
+      ) throw err;
+    }
+  } else if (/\r\ntransfer-encoding:[^\r]*chunked/i.test(head)) {
+    // What came with the head; a reason is a courtesy, not worth a wait.
+    body = dechunk(body);
   }
   const reason = body.replace(CONTROL_RUN, " ").trim()
     .slice(0, MAX_REASON_CHARS);
   return { status, statusText: m[2], reason };
+}
+
+/**
+ * The data of the whole chunks at the start of a chunked body (sizes are
+ * bytes, taken here as characters: exact for the ASCII reasons servers send).
+ */
+function dechunk(raw: string): string {
+  let data = "";
+  let rest = raw;
+  for (;;) {
+    const m = rest.match(/^([0-9a-fA-F]+)[^\r\n]*\r\n/);
+    if (!m) return data;
+    const size = parseInt(m[1], 16);
+    if (size === 0) return data;
+    rest = rest.slice(m[0].length);
+    data += rest.slice(0, size);
+    rest = rest.slice(size).replace(/^\r\n/, "");
+  }
 }

@@ -476,3 +476,24 @@ Deno.test("connect: --reconnect --json after a dropped link resumes with since: 
       await link.close();
     }
   }));
+
+Deno.test("connect: a 403 whose reason is streamed (chunked) still exits 4 with it", async () => {
+  const listening = Promise.withResolvers<number>();
+  const server = Deno.serve({
+    port: 0,
+    hostname: "127.0.0.1",
+    onListen: ({ port }) => listening.resolve(port),
+  }, () =>
+    new Response(
+      ReadableStream.from([new TextEncoder().encode("origin not allowed\n")]),
+      { status: 403 },
+    ));
+  try {
+    const port = await listening.promise;
+    const r = await runClient([`ws://127.0.0.1:${port}/ws`]);
+    assert.equal(r.code, 4);
+    assert.match(r.stderr, /HTTP 403 Forbidden: origin not allowed$/m);
+  } finally {
+    await server.shutdown();
+  }
+});

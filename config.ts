@@ -389,6 +389,7 @@ export function helpText(): string {
     "hubbub: a real-time WebSocket chat server",
     "",
     "usage: hubbub [flags]",
+    "       hubbub connect [flags] URL   (the client: hubbub connect --help)",
     "",
     "flags (each also read from its environment variable):",
   ];

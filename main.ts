@@ -1,11 +1,13 @@
 /**
  * The hubbub command line: parses settings, serves a {@link createHubbub}
- * instance, and shuts it down cleanly on SIGINT or SIGTERM.
+ * instance, and shuts it down cleanly on SIGINT or SIGTERM. `hubbub connect
+ * URL` runs the command-line client instead (`connect.ts`).
  *
  * @module
  */
 
 import { type Config, ConfigError, parseConfig } from "./config.ts";
+import { runConnect } from "./connect.ts";
 import { createLogger } from "./log.ts";
 import { createHubbub } from "./mod.ts";
 
@@ -55,8 +57,13 @@ function readEnv(name: string): string | undefined {
   }
 }
 
-/** Runs the server until a signal stops it; resolves to the exit code. */
+/**
+ * Runs the server until a signal stops it, or the client when the first
+ * argument is `connect`; resolves to the exit code.
+ */
 export async function main(args: string[]): Promise<number> {
+  const argv = args[0] === "--" ? args.slice(1) : args;
+  if (argv[0] === "connect") return await runConnect(argv.slice(1));
   let parsed;
   try {
     parsed = parseConfig(args, readEnv);

@@ -7,7 +7,7 @@
  */
 
 import assert from "node:assert/strict";
-import { chromium } from "playwright-core";
+import { chromium } from "./deps.ts";
 import { SignJWT } from "jose";
 import { startServer } from "./helpers.ts";
 

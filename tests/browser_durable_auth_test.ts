@@ -5,7 +5,7 @@
  * themselves once it does.
  */
 import assert from "node:assert/strict";
-import type { Page } from "playwright-core";
+import type { Page } from "./deps.ts";
 import { JSON_SUBPROTOCOL } from "../protocol.ts";
 import {
   ARTIFACTS,

@@ -6,8 +6,7 @@
  * @module
  */
 
-import { type BrowserContext, chromium, type Page } from "playwright-core";
-import axe from "axe-core";
+import { axe, type BrowserContext, chromium, type Page } from "./deps.ts";
 import { startServer, type TestServer } from "./helpers.ts";
 import type { HubbubOptions } from "../mod.ts";
 

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import type { Page } from "playwright-core";
+import type { Page } from "./deps.ts";
 import { LARGE_ROOM } from "../hub.ts";
 import { createHubbub, type Hubbub, type HubbubOptions } from "../mod.ts";
 import { JSON_SUBPROTOCOL } from "../protocol.ts";

@@ -36,6 +36,8 @@ export interface JoinRequest {
   room: string;
   /** Wanted display name (may get a suffix in the room). */
   name: string;
+  /** The token's `sub` when auth is on; its sockets are one person. */
+  user?: string;
   /** Last seq the client saw, for reconnects. */
   since?: number;
   /** The room epoch that `since` belongs to. */
@@ -54,6 +56,8 @@ export interface ClientContext {
   limits: ClientLimits;
   /** Called once when the socket has closed, with its close code. */
   untrack(socket: WebSocket, code: number): void;
+  /** Checks a fresh token the client sent; answers with an error if bad. */
+  refreshToken(client: Client, token: string): void;
   /** Counts, logs and closes a socket the server gave up on. */
   evictSocket(
     socket: WebSocket,
@@ -64,6 +68,12 @@ export interface ClientContext {
   ): void;
 }
 
+/**
+ * Frames a client may send before it is in its room (the join waits for
+ * the relay); more is a flood, not a person typing.
+ */
+const EARLY_FRAMES = 64;
+
 let nextId = 1;
 
 /** A chat connection: a hub {@link Member} bound to a socket's events. */
@@ -71,6 +81,7 @@ export class Client implements Member {
   readonly id = nextId++;
   readonly socket: WebSocket;
   readonly json: boolean;
+  readonly user: string | undefined;
   name: string;
   room: Room | null = null;
   outbox: string[] | null = null;
@@ -83,6 +94,11 @@ export class Client implements Member {
   #refilledAt = 0;
   /** Messages refused since the last accepted one. */
   #refused = 0;
+  /**
+   * Frames that arrived while the hub was still joining this client (with
+   * `--redis` a room may first have to be loaded); null once joined.
+   */
+  #early: unknown[] | null = [];
 
   /** Binds to `socket` and joins the hub once the socket opens. */
   constructor(
@@ -94,6 +110,7 @@ export class Client implements Member {
     this.socket = socket;
     this.json = json;
     this.name = join.name;
+    this.user = join.user;
     this.#join = join;
     this.#ctx = ctx;
     this.#tokens = ctx.limits.rateBurst;
@@ -149,8 +166,24 @@ export class Client implements Member {
     this.#ctx.evictSocket(this.socket, reason, code, text, this.id);
   }
 
+  /** Called by the hub once this client is in its room. */
+  joined(): void {
+    const early = this.#early;
+    this.#early = null;
+    for (const data of early ?? []) this.#onMessage(data);
+  }
+
   #onMessage(data: unknown): void {
-    if (!this.room) return; // evicted, closed by us, or not yet open
+    if (!this.room) {
+      if (this.#early === null) return; // evicted or closed by us
+      if (this.#early.length >= EARLY_FRAMES) {
+        this.#early = null;
+        this.#closeNow(1008, "too many messages before joining");
+      } else {
+        this.#early.push(data);
+      }
+      return;
+    }
     const { hub, limits } = this.#ctx;
     if (typeof data !== "string") {
       this.#closeNow(1003, "binary frames are not accepted");
@@ -177,7 +210,15 @@ export class Client implements Member {
         hub.publish(this, msg.text);
         return;
       case "nick":
-        hub.rename(this, msg.name);
+        if (this.user === undefined) hub.rename(this, msg.name);
+        else {hub.sendError(
+            this,
+            "auth_name",
+            "your name comes from your token",
+          );}
+        return;
+      case "token":
+        this.#ctx.refreshToken(this, msg.token);
         return;
       case "who":
         hub.who(this);

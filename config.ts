@@ -37,7 +37,7 @@ export interface Config {
   history: number;
   /** Database file for durable history; empty keeps history in memory. */
   data: string;
-  /** Messages each room keeps on disk with `data`. */
+  /** Messages each room keeps on disk with `data`, or in Redis with `redis`. */
   historyMax: number;
   /** How hard each history commit is pushed to the disk. */
   dataSync: DataSync;
@@ -47,6 +47,22 @@ export interface Config {
   logFormat: LogFormat;
   /** Seconds a graceful shutdown may take before the process exits anyway. */
   shutdownTimeout: number;
+  /** HS256 secret; auth is on when this or `jwtJwksUrl` is set. */
+  jwtSecret: string | undefined;
+  /** URL of the JSON Web Key Set with the RS256/ES256 keys. */
+  jwtJwksUrl: string | undefined;
+  /** Required `aud` claim. */
+  jwtAudience: string | undefined;
+  /** Required `iss` claim. */
+  jwtIssuer: string | undefined;
+  /** PEM certificate chain file; with `key`, serves https and wss. */
+  cert: string | undefined;
+  /** PEM private key file of `cert`. */
+  key: string | undefined;
+  /** Redis URL that joins instances into one chat; "" for none. */
+  redis: string;
+  /** Seconds an instance's members stay listed elsewhere without renewal. */
+  redisPresenceTtl: number;
 }
 
 /** Turns a flag's raw text into its setting; `source` names it in errors. */
@@ -134,7 +150,8 @@ const FLAGS: { [K in keyof Config]: FlagSpec<Config[K]> } = {
   historyMax: {
     flag: "history-max",
     default: "10000",
-    help: "messages kept per room on disk with --data (at least 1)",
+    help: "messages kept per room on disk with --data, or in Redis with " +
+      "--redis (at least 1)",
     parse: toPositiveInt,
   },
   dataSync: {
@@ -161,6 +178,55 @@ const FLAGS: { [K in keyof Config]: FlagSpec<Config[K]> } = {
     default: "5",
     help: "seconds a graceful shutdown may take",
     parse: toNumber,
+  },
+  jwtSecret: {
+    flag: "jwt-secret",
+    default: "",
+    help: "HS256 secret: turns auth on; better passed as HUBBUB_JWT_SECRET, " +
+      "as flags show in ps",
+    parse: toOptional,
+  },
+  jwtJwksUrl: {
+    flag: "jwt-jwks-url",
+    default: "",
+    help: "URL of a JWKS with RS256/ES256 keys: turns auth on",
+    parse: toHttpUrl,
+  },
+  jwtAudience: {
+    flag: "jwt-audience",
+    default: "",
+    help: "required aud claim of tokens",
+    parse: toOptional,
+  },
+  jwtIssuer: {
+    flag: "jwt-issuer",
+    default: "",
+    help: "required iss claim of tokens",
+    parse: toOptional,
+  },
+  cert: {
+    flag: "cert",
+    default: "",
+    help: "PEM certificate (chain) file: serves https/wss, needs --key",
+    parse: toOptional,
+  },
+  key: {
+    flag: "key",
+    default: "",
+    help: "PEM private key file of --cert",
+    parse: toOptional,
+  },
+  redis: {
+    flag: "redis",
+    default: "",
+    help: "redis:// or rediss:// URL joining instances into one chat",
+    parse: toRedisUrl,
+  },
+  redisPresenceTtl: {
+    flag: "redis-presence-ttl",
+    default: "15",
+    help: "seconds a dead instance's members stay listed (with --redis)",
+    parse: toPositive,
   },
 };
 
@@ -234,6 +300,18 @@ export function parseConfig(
       `${source("rate-burst")}: must be at least 1 while the rate limit is on`,
     );
   }
+  if (config.redis !== "" && config.data !== "") {
+    throw new ConfigError(
+      "--redis and --data cannot be used together: with Redis, history lives in Redis",
+    );
+  }
+  if ((config.cert === undefined) !== (config.key === undefined)) {
+    throw new ConfigError(
+      config.cert === undefined
+        ? `${source("key")} needs --cert too`
+        : `${source("cert")} needs --key too`,
+    );
+  }
   return { kind: "run", config };
 }
 
@@ -277,8 +355,47 @@ function toNumber(raw: string, source: string): number {
   return Number(raw);
 }
 
+function toPositive(raw: string, source: string): number {
+  const n = toNumber(raw, source);
+  if (n === 0) throw new ConfigError(`${source}: must be more than 0`);
+  return n;
+}
+
 function toText(raw: string, source: string): string {
   if (raw === "") throw new ConfigError(`${source}: must not be empty`);
+  return raw;
+}
+
+/** An optional setting: empty means not set. */
+function toOptional(raw: string): string | undefined {
+  return raw === "" ? undefined : raw;
+}
+
+function toHttpUrl(raw: string, source: string): string | undefined {
+  if (raw === "") return undefined;
+  let url: URL;
+  try {
+    url = new URL(raw);
+  } catch {
+    throw new ConfigError(`${source}: "${raw}" is not a URL`);
+  }
+  if (url.protocol !== "https:" && url.protocol !== "http:") {
+    throw new ConfigError(`${source}: expected an http(s) URL, got "${raw}"`);
+  }
+  return url.href;
+}
+
+function toRedisUrl(raw: string, source: string): string {
+  if (raw === "") return "";
+  let url: URL;
+  try {
+    url = new URL(raw);
+  } catch {
+    throw new ConfigError(`${source}: "${raw}" is not a URL`);
+  }
+  if (url.protocol !== "redis:" && url.protocol !== "rediss:") {
+    throw new ConfigError(`${source}: expected redis:// or rediss://`);
+  }
   return raw;
 }
 
@@ -317,6 +434,7 @@ export function helpText(): string {
     "hubbub: a real-time WebSocket chat server",
     "",
     "usage: hubbub [flags]",
+    "       hubbub connect [flags] URL   (the client: hubbub connect --help)",
     "",
     "flags (each also read from its environment variable):",
   ];

@@ -6,6 +6,8 @@
  * @module
  */
 
+import { AUTH_FAILURE_REASONS, type AuthFailureReason } from "./auth.ts";
+
 /** Why a client was removed by the server rather than by its own choice. */
 export type EvictionReason = "slow_consumer" | "idle_timeout" | "rate_limit";
 
@@ -35,6 +37,8 @@ export class Metrics {
   historyWrites = 0;
   /** Seconds spent in history commits in all. */
   historyWriteSeconds = 0;
+  /** Upgrades refused by auth, by reason. */
+  readonly authFailures = new Map<AuthFailureReason, number>();
   /** Evictions by reason. */
   readonly evictions = new Map<EvictionReason, number>();
   /** Socket closes by close code (codes a peer may invent count as "other"). */
@@ -63,6 +67,11 @@ export class Metrics {
     }
   }
 
+  /** Counts one upgrade refused by auth. */
+  authFailed(reason: AuthFailureReason): void {
+    this.authFailures.set(reason, (this.authFailures.get(reason) ?? 0) + 1);
+  }
+
   /** Counts one closed socket. */
   closed(code: number): void {
     // Peers choose their close codes; one series per code they can invent
@@ -82,6 +91,8 @@ export class Metrics {
       evictedUnclosed: number;
       /** Rows of history on disk; null without `--data`. */
       historyStored?: number | null;
+      /** The Redis link, when the instance uses one. */
+      redis?: { up: boolean; reconnects: number; refused: number };
     },
   ): string {
     const out: string[] = [];
@@ -155,6 +166,15 @@ export class Metrics {
       [["", this.rejectedConnections]],
     );
     metric(
+      "hubbub_auth_failures_total",
+      "counter",
+      "Upgrades refused by token auth, by reason.",
+      AUTH_FAILURE_REASONS.map((r) => [
+        `{reason="${r}"}`,
+        this.authFailures.get(r) ?? 0,
+      ]),
+    );
+    metric(
       "hubbub_evicted_unclosed_sockets",
       "gauge",
       "Evicted sockets still waiting for their close to complete.",
@@ -166,6 +186,26 @@ export class Metrics {
       "Messages held in room history.",
       [["", gauges.historyMessages]],
     );
+    if (gauges.redis) {
+      metric(
+        "hubbub_redis_up",
+        "gauge",
+        "1 while both Redis connections (commands, subscriber) are ready.",
+        [["", gauges.redis.up ? 1 : 0]],
+      );
+      metric(
+        "hubbub_redis_reconnects_total",
+        "counter",
+        "Redis connections re-established after they were lost.",
+        [["", gauges.redis.reconnects]],
+      );
+      metric(
+        "hubbub_redis_refused_total",
+        "counter",
+        "Messages refused to their senders because Redis did not take them.",
+        [["", gauges.redis.refused]],
+      );
+    }
     if (gauges.historyStored !== undefined && gauges.historyStored !== null) {
       this.#renderStore(out, gauges.historyStored);
     }

@@ -18,24 +18,32 @@
  */
 
 import { createHash } from "node:crypto";
+import { Auth, type AuthOptions } from "./auth.ts";
 import { Client, type ClientLimits } from "./client.ts";
 import { DurableHistory } from "./durable_history.ts";
+import { FAVICON, FAVICON_CACHE, FAVICON_TYPE } from "./favicon.ts";
 import { type HistoryStore, MemoryHistory } from "./history.ts";
 import type { DataSync } from "./history_db.ts";
 import { Hub } from "./hub.ts";
 import { type Logger, silentLogger } from "./log.ts";
 import { type EvictionReason, Metrics } from "./metrics.ts";
+import { serveEcho } from "./echo.ts";
+import { TokenLifetimes } from "./expiry.ts";
 import {
-  checkName,
-  DEFAULT_ROOM,
-  exceedsBytes,
-  isRoomName,
-  JSON_SUBPROTOCOL,
-} from "./protocol.ts";
+  type ChatAdmission,
+  type EchoAdmission,
+  Gate,
+  refusal,
+} from "./gate.ts";
+import { checkName } from "./protocol.ts";
+import { RedisBus } from "./redis_bus.ts";
 import page from "./static/home.html" with { type: "text" };
 
-/** Settings of an instance; every field has the command line's default. */
-export interface HubbubOptions {
+/**
+ * Settings of an instance; every field has the command line's default.
+ * Auth is on when `jwtSecret` or `jwtJwksUrl` is set (see {@link AuthOptions}).
+ */
+export interface HubbubOptions extends AuthOptions {
   /** Path prefix the handler is mounted under, e.g. `/chat`; default none. */
   basePath?: string;
   /** Largest incoming chat message in bytes; default 16 KiB. */
@@ -57,13 +65,26 @@ export interface HubbubOptions {
   /**
    * Database file for durable history (created if absent); default none:
    * history in memory only. Needs read and write permission for the file
-   * and its `-wal` and `-journal` siblings.
+   * and its `-wal` and `-journal` siblings. Not with `redis`.
    */
   data?: string;
-  /** Messages kept per room on disk with `data`; default 10000. */
+  /**
+   * Messages kept per room on disk with `data`, or in Redis (approximately)
+   * with `redis`; default 10000.
+   */
   historyMax?: number;
   /** Commit durability with `data`; default `normal`. */
   dataSync?: DataSync;
+  /**
+   * `redis://` or `rediss://` URL: several instances share rooms through
+   * this Redis; default none (this process is the whole chat).
+   */
+  redis?: string;
+  /**
+   * Seconds this instance's members stay listed on other instances without
+   * renewal (renewed every third of it); default 15.
+   */
+  redisPresenceTtl?: number;
   /** Extra allowed browser origins, or `*`; default none. */
   allowOrigin?: string[] | "*";
   /** Where log lines go; default nowhere. */
@@ -72,8 +93,11 @@ export interface HubbubOptions {
 
 /** A running hubbub instance. */
 export interface Hubbub {
-  /** Answers every request under `basePath`. */
-  handler: (req: Request) => Response;
+  /**
+   * Answers every request under `basePath`; asynchronously only where a
+   * token is verified.
+   */
+  handler: (req: Request) => Response | Promise<Response>;
   /**
    * Refuses new sockets, closes every open one with 1001 "server shutting
    * down" and resolves once they are closed, or after `timeoutMs`.
@@ -102,8 +126,6 @@ const HTML_HEADERS = {
     "frame-ancestors 'none'",
   ].join("; "),
 };
-const WHOLE_NUMBER = /^\d{1,15}$/;
-const EPOCH = /^[A-Za-z0-9-]{1,36}$/;
 const PAGE_BYTES = new TextEncoder().encode(page);
 const GOING_AWAY = 1001;
 
@@ -132,19 +154,41 @@ export function createHubbub(options: HubbubOptions = {}): Hubbub {
   const logger = options.logger ?? silentLogger;
   useVectoredWrites(logger);
   const metrics = new Metrics();
-  // Throws DataFileError when the data file cannot be used.
-  const history: HistoryStore = options.data
-    ? new DurableHistory({
-      path: options.data,
-      window: options.history ?? 100,
-      max: options.historyMax ?? 10000,
-      sync: options.dataSync ?? "normal",
+  if (options.redis && options.data) {
+    // With Redis, history lives in Redis; a file here would be a second,
+    // diverging copy of it.
+    throw new TypeError("redis and data cannot be used together");
+  }
+  const bus = options.redis
+    ? new RedisBus({
+      url: options.redis,
+      history: options.history ?? 100,
+      historyMax: options.historyMax ?? 10000,
+      presenceTtlMs: (options.redisPresenceTtl ?? 15) * 1000,
       logger,
-      metrics,
+      accepted: () => metrics.messagesReceived++,
     })
-    : new MemoryHistory(options.history ?? 100);
+    : null;
+  // Throws DataFileError when the data file cannot be used.
+  const history: HistoryStore = bus?.window ??
+    (options.data
+      ? new DurableHistory({
+        path: options.data,
+        window: options.history ?? 100,
+        max: options.historyMax ?? 10000,
+        sync: options.dataSync ?? "normal",
+        logger,
+        metrics,
+      })
+      : new MemoryHistory(options.history ?? 100));
   const maxBufferedBytes = options.maxBufferedBytes ?? 1 << 20;
-  const hub = new Hub({ maxBufferedBytes, history, metrics });
+  const hub = new Hub({
+    maxBufferedBytes,
+    history,
+    metrics,
+    ...(bus ? { relay: bus } : {}),
+  });
+  bus?.attach(hub);
   const limits: ClientLimits = {
     maxMessageBytes: options.maxMessageBytes ?? 16 << 10,
     rateLimit: options.rateLimit ?? 20,
@@ -162,6 +206,7 @@ export function createHubbub(options: HubbubOptions = {}): Hubbub {
   function untrack(socket: WebSocket, code: number): void {
     if (!sockets.delete(socket)) return;
     evictedSockets.delete(socket);
+    lifetimes.forget(socket);
     metrics.closed(code);
   }
 
@@ -184,83 +229,101 @@ export function createHubbub(options: HubbubOptions = {}): Hubbub {
     socket.close(code, text);
   }
 
-  const ctx = { hub, metrics, logger, limits, untrack, evictSocket };
+  const auth = Auth.fromOptions(options, logger);
+  const lifetimes = new TokenLifetimes(auth, logger);
 
-  /** The checks after request validation that every socket route shares. */
-  function refuseAccess(req: Request): Response | null {
-    if (!originAllowed(req, allowOrigin)) {
-      return text(403, "origin not allowed");
-    }
-    if (closing) return text(503, "server shutting down");
-    if (sockets.size >= maxConnections) {
-      metrics.rejectedConnections++;
-      return text(503, "too many connections");
-    }
-    return null;
+  function refreshToken(client: Client, token: string): void {
+    lifetimes.refresh({
+      socket: client.socket,
+      user: client.user,
+      roomName: () => client.room?.name ?? null,
+      refuse: (message) => hub.sendError(client, "bad_token", message),
+    }, token);
   }
 
-  function chat(req: Request, url: URL): Response {
-    const bad = upgradeProblem(req);
-    if (bad) return text(400, bad);
-    const room = url.searchParams.get("room") ?? DEFAULT_ROOM;
-    if (!isRoomName(room)) {
-      return text(400, "room must be 1-64 characters of A-Z a-z 0-9 _ . -");
-    }
-    const sinceRaw = url.searchParams.get("since");
-    const since = sinceRaw === null ? undefined : Number(sinceRaw);
-    if (since !== undefined && !WHOLE_NUMBER.test(sinceRaw!)) {
-      return text(400, "since must be a whole number >= 0");
-    }
-    const epoch = url.searchParams.get("epoch") ?? undefined;
-    if (epoch !== undefined && !EPOCH.test(epoch)) {
-      return text(400, "epoch must be the one from the welcome");
-    }
-    const refused = refuseAccess(req);
-    if (refused) return refused;
-    const json = offeredProtocols(req).includes(JSON_SUBPROTOCOL);
+  const ctx = {
+    hub,
+    metrics,
+    logger,
+    limits,
+    untrack,
+    evictSocket,
+    refreshToken,
+  };
+  const gate = new Gate({
+    allowOrigin,
+    maxConnections,
+    metrics,
+    auth,
+    logger,
+    connections: () => sockets.size,
+    closing: () => closing,
+  });
+
+  function chat(req: Request, url: URL): Response | Promise<Response> {
+    const admitted = gate.chat(req, url);
+    return admitted instanceof Promise
+      ? admitted.then((a) => openChat(req, a))
+      : openChat(req, admitted);
+  }
+
+  function openChat(
+    req: Request,
+    admitted: ChatAdmission | Response,
+  ): Response {
+    if (admitted instanceof Response) return admitted;
     const { socket, response } = Deno.upgradeWebSocket(req, {
       idleTimeout,
-      ...(json ? { protocol: JSON_SUBPROTOCOL } : {}),
+      ...(admitted.protocol ? { protocol: admitted.protocol } : {}),
     });
     sockets.add(socket);
-    const requested = checkName(url.searchParams.get("name") ?? "");
-    const name = "name" in requested
-      ? requested.name
-      : `guest-${++guestNumber}`;
-    new Client(socket, json, { room, name, since, epoch }, ctx);
+    const { room, since, epoch, identity } = admitted;
+    let name: string;
+    if (identity) {
+      name = identity.name;
+    } else {
+      const requested = checkName(admitted.name ?? "");
+      name = "name" in requested ? requested.name : `guest-${++guestNumber}`;
+    }
+    const user = identity?.user;
+    const client = new Client(
+      socket,
+      admitted.json,
+      { room, name, since, epoch, user },
+      ctx,
+    );
+    lifetimes.watch(socket, identity, () => hub.leave(client));
     return response;
   }
 
-  function echo(req: Request): Response {
-    const bad = upgradeProblem(req);
-    if (bad) return text(400, bad);
-    const refused = refuseAccess(req);
-    if (refused) return refused;
-    const { socket, response } = Deno.upgradeWebSocket(req, { idleTimeout });
-    socket.binaryType = "arraybuffer";
+  function echo(req: Request, url: URL): Response | Promise<Response> {
+    const admitted = gate.echo(req, url);
+    return admitted instanceof Promise
+      ? admitted.then((a) => openEcho(req, a))
+      : openEcho(req, admitted);
+  }
+
+  function openEcho(
+    req: Request,
+    admitted: EchoAdmission | Response,
+  ): Response {
+    if (admitted instanceof Response) return admitted;
+    const { socket, response } = Deno.upgradeWebSocket(req, {
+      idleTimeout,
+      ...(admitted.protocol ? { protocol: admitted.protocol } : {}),
+    });
     sockets.add(socket);
-    socket.onclose = (ev) => untrack(socket, ev.code);
-    socket.onmessage = (ev: MessageEvent<unknown>) => {
-      const data = ev.data;
-      if (socket.readyState !== WebSocket.OPEN) return;
-      if (typeof data !== "string" && !(data instanceof ArrayBuffer)) return;
-      const tooBig = typeof data === "string"
-        ? exceedsBytes(data, maxEchoBytes)
-        : data.byteLength > maxEchoBytes;
-      if (tooBig) {
-        socket.close(1009, "message too big");
-      } else if (socket.bufferedAmount > maxBufferedBytes) {
-        evictSocket(socket, "slow_consumer", 1008, "slow consumer");
-      } else {
-        socket.send(data);
-      }
-    };
+    serveEcho(socket, { maxEchoBytes, maxBufferedBytes }, {
+      untrack,
+      evictSocket,
+    });
+    lifetimes.watch(socket, admitted.identity);
     return response;
   }
 
-  function handler(req: Request): Response {
+  function handler(req: Request): Response | Promise<Response> {
     const url = new URL(req.url);
-    if (!url.pathname.startsWith(base)) return text(404, "not found");
+    if (!url.pathname.startsWith(base)) return refusal(404, "not found");
     const path = url.pathname.slice(base.length);
     switch (path) {
       case "":
@@ -279,18 +342,22 @@ export function createHubbub(options: HubbubOptions = {}): Hubbub {
               },
             }),
         );
+      case "/favicon.ico":
+        return readOnly(req, () =>
+          new Response(FAVICON, {
+            headers: {
+              "content-type": FAVICON_TYPE,
+              "cache-control": FAVICON_CACHE,
+            },
+          }));
       case "/ws":
         return chat(req, url);
       case "/echo":
-        return echo(req);
+        return echo(req, url);
+      case "/auth":
+        return readOnly(req, () => gate.authCheck(req, url));
       case "/healthz":
-        return readOnly(req, () =>
-          Response.json({
-            status: closing ? "stopping" : "ok",
-            connections: sockets.size,
-            rooms: hub.roomCount,
-            uptime: Math.round(metrics.uptimeSeconds() * 1000) / 1000,
-          }));
+        return readOnly(req, health);
       case "/metrics":
         return readOnly(req, () =>
           new Response(
@@ -300,6 +367,7 @@ export function createHubbub(options: HubbubOptions = {}): Hubbub {
               rooms: hub.roomCount,
               historyMessages: history.size(),
               historyStored: history.stored(),
+              ...(bus ? { redis: bus.state } : {}),
             }),
             {
               headers: {
@@ -308,12 +376,28 @@ export function createHubbub(options: HubbubOptions = {}): Hubbub {
             },
           ));
       default:
-        return text(404, "not found");
+        return refusal(404, "not found");
     }
+  }
+
+  /**
+   * With Redis unreachable the instance is `degraded`, answered 503 so that
+   * a load balancer sends new clients to an instance that can deliver.
+   */
+  function health(): Response {
+    const degraded = bus !== null && !bus.state.up;
+    return Response.json({
+      status: closing ? "stopping" : degraded ? "degraded" : "ok",
+      connections: sockets.size,
+      rooms: hub.roomCount,
+      uptime: Math.round(metrics.uptimeSeconds() * 1000) / 1000,
+      ...(bus ? { redis: bus.state.up ? "up" : "down" } : {}),
+    }, { status: degraded && !closing ? 503 : 200 });
   }
 
   async function close(timeoutMs = 5000): Promise<void> {
     closing = true;
+    lifetimes.stop();
     const open = [...sockets];
     for (const socket of open) {
       if (socket.readyState === WebSocket.OPEN) {
@@ -323,6 +407,7 @@ export function createHubbub(options: HubbubOptions = {}): Hubbub {
     for (const member of hub.members()) hub.leave(member);
     hub.stop();
     history.close();
+    await bus?.close();
     const deadline = Date.now() + timeoutMs;
     while (sockets.size > 0 && Date.now() < deadline) {
       await new Promise((resolve) => setTimeout(resolve, 20));
@@ -360,19 +445,15 @@ function useVectoredWrites(logger: Logger): void {
   }
 }
 
-function text(status: number, body: string): Response {
-  return new Response(body + "\n", {
-    status,
-    headers: { "content-type": "text/plain; charset=utf-8" },
-  });
-}
-
 /** GET and HEAD only; anything else is 405 with the `Allow` header. */
-function readOnly(req: Request, answer: () => Response): Response {
+function readOnly(
+  req: Request,
+  answer: () => Response | Promise<Response>,
+): Response | Promise<Response> {
   if (req.method === "GET") return answer();
   if (req.method === "HEAD") {
     const res = answer();
-    return new Response(null, { status: res.status, headers: res.headers });
+    return res instanceof Promise ? res.then(withoutBody) : withoutBody(res);
   }
   return new Response("method not allowed\n", {
     status: 405,
@@ -380,54 +461,9 @@ function readOnly(req: Request, answer: () => Response): Response {
   });
 }
 
-/** Why `req` is not a WebSocket upgrade, or null when it is one. */
-function upgradeProblem(req: Request): string | null {
-  if (req.method !== "GET") return "WebSocket upgrade needs GET";
-  const upgrade = req.headers.get("upgrade")?.toLowerCase();
-  if (upgrade !== "websocket") return "expected a WebSocket upgrade request";
-  const connection = req.headers.get("connection")?.toLowerCase() ?? "";
-  if (!connection.split(",").some((t) => t.trim() === "upgrade")) {
-    return "Connection header must include Upgrade";
-  }
-  if (req.headers.get("sec-websocket-version") !== "13") {
-    return "Sec-WebSocket-Version must be 13";
-  }
-  if (!req.headers.get("sec-websocket-key")) {
-    return "missing Sec-WebSocket-Key";
-  }
-  return null;
-}
-
-function offeredProtocols(req: Request): string[] {
-  return (req.headers.get("sec-websocket-protocol") ?? "")
-    .split(",").map((p) => p.trim()).filter((p) => p !== "");
-}
-
-/**
- * Browsers send Origin; it must be the server's own (host equals Host) or
- * listed. Clients without Origin are not browsers and are accepted.
- */
-function originAllowed(req: Request, allowed: string[] | "*"): boolean {
-  const origin = req.headers.get("origin");
-  if (origin === null || allowed === "*") return true;
-  let parsed: URL;
-  try {
-    parsed = new URL(origin);
-  } catch {
-    return false;
-  }
-  if (parsed.host === normalizeHost(req.headers.get("host"))) return true;
-  return allowed.includes(parsed.origin);
-}
-
-/** Host as URL would write it: lower case, default port dropped. */
-function normalizeHost(host: string | null): string | null {
-  if (host === null) return null;
-  try {
-    return new URL(`http://${host}`).host;
-  } catch {
-    return null;
-  }
+/** `res` with its status and headers but no body, for HEAD. */
+function withoutBody(res: Response): Response {
+  return new Response(null, { status: res.status, headers: res.headers });
 }
 
 /** CSP source for the page's one inline script, so nothing else may run. */

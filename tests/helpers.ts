@@ -277,15 +277,15 @@ export async function spawnServer(
   const env = Deno.env.toObject();
   delete env.DENO_USE_WRITEV;
   const child = new Deno.Command(Deno.execPath(), {
-    // A later --port in `args` wins: the last value of a flag counts.
+    // Port 0 unless the test names one: the default 8080 may be taken by
+    // another server on the machine.
     args: [
       "run",
       ...denoFlags,
       MAIN,
       "--hostname",
       "127.0.0.1",
-      "--port",
-      "0",
+      ...(args.includes("--port") ? [] : ["--port", "0"]),
       ...args,
     ],
     clearEnv: true,
@@ -303,7 +303,7 @@ export async function spawnServer(
     new WritableStream({
       write(chunk) {
         out += chunk;
-        const m = out.match(/listening on http:\/\/[^:]+:(\d+)\//);
+        const m = out.match(/listening on https?:\/\/[^:]+:(\d+)\//);
         if (m) portFound.resolve(Number(m[1]));
       },
     }),

@@ -21,7 +21,8 @@
  * passes the limit.
  *
  * Every turn begins by committing the history appended since the last one
- * (one transaction with `--data`, nothing in memory), and so do the other
+ * (one transaction with `--data`; nothing in memory, nor with a relay, whose
+ * Redis stored each message before handing it here), and so do the other
  * places that send or read history for a client: nothing reaches anyone
  * before it is stored. What fails to store is taken out of the logs, its
  * seqs given back and its senders told, before anything is sent.

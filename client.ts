@@ -7,6 +7,7 @@
  * @module
  */
 
+import { HistoryUnavailable } from "./history.ts";
 import type { Hub, Member, Room } from "./hub.ts";
 import type { Logger } from "./log.ts";
 import type { EvictionReason, Metrics } from "./metrics.ts";
@@ -135,7 +136,15 @@ export class Client implements Member {
           return;
         }
         const { room, since, epoch } = this.#join;
-        hub.join(this, room, since, epoch);
+        try {
+          hub.join(this, room, since, epoch);
+        } catch (err) {
+          // The room's stored state cannot be read (a disk error, logged by
+          // the store): joining would restart its numbering.
+          if (!(err instanceof HistoryUnavailable)) throw err;
+          hub.leave(this);
+          this.socket.close(1011, "room history unavailable");
+        }
         return;
       }
       case "close": {
@@ -213,6 +222,9 @@ export class Client implements Member {
         return;
       case "who":
         hub.who(this);
+        return;
+      case "history":
+        hub.scrollback(this, msg.before, msg.limit);
         return;
     }
   }

@@ -8,6 +8,7 @@
  */
 
 import { parseArgs } from "node:util";
+import type { DataSync } from "./history_db.ts";
 
 /** How log lines are written. */
 export type LogFormat = "text" | "json";
@@ -32,8 +33,14 @@ export interface Config {
   rateBurst: number;
   /** Open sockets beyond which new upgrades get 503. */
   maxConnections: number;
-  /** Messages each room keeps for joins and reconnects. */
+  /** Messages each room keeps in memory, for joins and reconnects. */
   history: number;
+  /** Database file for durable history; empty keeps history in memory. */
+  data: string;
+  /** Messages each room keeps on disk with `data`, or in Redis with `redis`. */
+  historyMax: number;
+  /** How hard each history commit is pushed to the disk. */
+  dataSync: DataSync;
   /** Extra origins allowed to open sockets, or `*` for any. */
   allowOrigin: string[] | "*";
   /** Log line format. */
@@ -131,8 +138,28 @@ const FLAGS: { [K in keyof Config]: FlagSpec<Config[K]> } = {
   history: {
     flag: "history",
     default: "100",
-    help: "messages kept per room for joins and reconnects",
+    help: "messages kept per room in memory, sent on join",
     parse: toInt,
+  },
+  data: {
+    flag: "data",
+    default: "",
+    help: "database file for durable history (created if absent)",
+    parse: (raw) => raw,
+  },
+  historyMax: {
+    flag: "history-max",
+    default: "10000",
+    help: "messages kept per room on disk with --data, or in Redis with " +
+      "--redis (at least 1)",
+    parse: toPositiveInt,
+  },
+  dataSync: {
+    flag: "data-sync",
+    default: "normal",
+    help: "commit durability with --data: normal (survives kill -9) or " +
+      "full (also power loss)",
+    parse: toDataSync,
   },
   allowOrigin: {
     flag: "allow-origin",
@@ -273,6 +300,11 @@ export function parseConfig(
       `${source("rate-burst")}: must be at least 1 while the rate limit is on`,
     );
   }
+  if (config.redis !== "" && config.data !== "") {
+    throw new ConfigError(
+      "--redis and --data cannot be used together: with Redis, history lives in Redis",
+    );
+  }
   if ((config.cert === undefined) !== (config.key === undefined)) {
     throw new ConfigError(
       config.cert === undefined
@@ -293,6 +325,19 @@ function toInt(raw: string, source: string): number {
     );
   }
   return Number(raw);
+}
+
+function toPositiveInt(raw: string, source: string): number {
+  const n = toInt(raw, source);
+  if (n < 1) throw new ConfigError(`${source}: must be at least 1`);
+  return n;
+}
+
+function toDataSync(raw: string, source: string): DataSync {
+  if (raw !== "normal" && raw !== "full") {
+    throw new ConfigError(`${source}: expected normal or full, got "${raw}"`);
+  }
+  return raw;
 }
 
 function toPort(raw: string, source: string): number {

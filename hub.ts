@@ -20,16 +20,29 @@
  * member can only grow its own socket buffer, and is evicted once that
  * passes the limit.
  *
+ * Every turn begins by committing the history appended since the last one
+ * (one transaction with `--data`; nothing in memory, nor with a relay, whose
+ * Redis stored each message before handing it here), and so do the other
+ * places that send or read history for a client: nothing reaches anyone
+ * before it is stored. What fails to store is taken out of the logs, its
+ * seqs given back and its senders told, before anything is sent.
+ *
  * @module
  */
 
-import type { HistoryStore } from "./history.ts";
+import {
+  type HistoryPage,
+  type HistoryStore,
+  HistoryUnavailable,
+  type Unstored,
+} from "./history.ts";
 import type { EvictionReason, Metrics } from "./metrics.ts";
 import {
   type ChatRecord,
   encodeChat,
   encodeEpoch,
   encodeError,
+  encodeHistory,
   encodeMembership,
   encodeNick,
   encodePresence,
@@ -70,6 +83,14 @@ export const SENDS_PER_TURN = 256;
  */
 export const FRAME_CHARS = 32 * 1024;
 
+/**
+ * What a plain sender is sent, alone, when its message could not be stored
+ * and so was delivered to nobody. The plain protocol has no errors; a line
+ * only the sender sees is what a person at a plain chat page can read.
+ */
+export const PLAIN_NOT_STORED =
+  "[hubbub] your last message was not delivered: the server could not store it";
+
 /** What the hub needs of a connection; {@link Client} is the real one. */
 export interface Member {
   /** Unique per process, for logs. */
@@ -102,6 +123,8 @@ export interface LogEvent {
   rec: ChatRecord | null;
   /** The JSON line; for a chat message, encoded when a JSON member needs it. */
   json: string | null;
+  /** Who sent the chat message, to be told if storing it fails. */
+  sender: Member | null;
 }
 
 /** What the members visited with the same part of the log are sent. */
@@ -197,6 +220,11 @@ export interface Relay {
   vacated(room: string): void;
   /** Names of the room's members on other instances. */
   elsewhere(room: string): readonly string[];
+  /**
+   * Scrollback from the shared history: up to `limit` records before seq
+   * `before`, oldest first; rejects when it cannot be read.
+   */
+  before(room: string, before: number, limit: number): Promise<HistoryPage>;
   /** A member here joined, left or changed name. */
   presence(room: string, member: Member, event: MemberEvent): void;
 }
@@ -273,6 +301,8 @@ export class Hub {
     since: number | undefined,
     epoch: string | undefined,
   ): void {
+    // The welcome's history must hold only stored records.
+    this.#commit();
     let room = this.#rooms.get(roomName);
     if (!room) {
       room = new Room(roomName, this.#opts.history.lastSeq(roomName));
@@ -315,6 +345,11 @@ export class Hub {
           epoch: slice.epoch,
         }),
       );
+      // Missed records beyond the welcome's window, before any live event:
+      // the outbox is cut into frames like the log.
+      for (const rec of slice.rest) {
+        this.sendTo(member, encodeChat(room.name, rec));
+      }
     }
     if (!known) {
       if (this.#count(room) <= LARGE_ROOM) {
@@ -386,13 +421,79 @@ export class Hub {
       return;
     }
     const rec: ChatRecord = {
-      seq: ++room.seq,
+      seq: room.seq + 1,
       from: member.name,
       time: Date.now(),
       text,
     };
     this.#opts.metrics.messagesReceived++;
-    this.#accept(room, rec);
+    try {
+      this.#opts.history.append(room.name, rec);
+    } catch (err) {
+      // A durable store that had to read the room back from a failing disk.
+      if (!(err instanceof HistoryUnavailable)) throw err;
+      this.#opts.metrics.messagesNotStored++;
+      this.#tellNotStored(member);
+      return;
+    }
+    room.seq = rec.seq;
+    this.#enqueue(room, {
+      plain: normalizePlain(text),
+      rec,
+      json: null,
+      sender: member,
+    });
+  }
+
+  /**
+   * Answers a scrollback request: up to `limit` messages before seq
+   * `before` (the newest when absent), oldest first.
+   */
+  scrollback(member: Member, before: number | undefined, limit: number): void {
+    const room = member.room;
+    if (!room) return;
+    // Never past what this member was delivered: the rest comes live.
+    const at = Math.min(before ?? Infinity, room.seq + 1);
+    if (this.#opts.relay) {
+      this.#scrollbackRelayed(this.#opts.relay, member, room, at, limit);
+      return;
+    }
+    this.#commit();
+    try {
+      const page = this.#opts.history.before(room.name, at, limit);
+      this.sendTo(member, encodeHistory(room.name, page));
+    } catch (err) {
+      if (!(err instanceof HistoryUnavailable)) throw err;
+      this.sendError(member, "history_unavailable", err.message);
+    }
+  }
+
+  /**
+   * Scrollback through the relay: a round trip to the shared history, whose
+   * answer joins the member's own lines like any other reply.
+   */
+  #scrollbackRelayed(
+    relay: Relay,
+    member: Member,
+    room: Room,
+    before: number,
+    limit: number,
+  ): void {
+    relay.before(room.name, before, limit).then((page) => {
+      // The member may have left while the relay read.
+      if (member.room === room) {
+        this.sendTo(member, encodeHistory(room.name, page));
+      }
+    }, () => {
+      // The relay has logged why.
+      this.#opts.metrics.historyReadFailures++;
+      if (member.room !== room) return;
+      this.sendError(
+        member,
+        "history_unavailable",
+        "older messages cannot be read now; try again",
+      );
+    });
   }
 
   /**
@@ -423,7 +524,12 @@ export class Hub {
   #accept(room: Room, rec: ChatRecord): void {
     room.seq = rec.seq;
     this.#opts.history.append(room.name, rec);
-    this.#enqueue(room, { plain: normalizePlain(rec.text), rec, json: null });
+    this.#enqueue(room, {
+      plain: normalizePlain(rec.text),
+      rec,
+      json: null,
+      sender: null, // the relay stored it before anyone was sent it
+    });
   }
 
   /** Changes a member's name, or tells it why not. */
@@ -516,6 +622,7 @@ export class Hub {
     // Lines already queued for it (such as the error that explains this
     // close) still go out, except to a slow consumer, which cannot take them.
     if (member.outbox && reason !== "slow_consumer") {
+      this.#commit();
       this.#visit(member.room, member);
       if (!member.room) return; // that send found it too slow and evicted it
     }
@@ -530,7 +637,52 @@ export class Hub {
 
   /** Queues a room event that only JSON members see (join, leave, nick). */
   #announce(room: Room, json: string): void {
-    this.#enqueue(room, { plain: null, rec: null, json });
+    this.#enqueue(room, { plain: null, rec: null, json, sender: null });
+  }
+
+  /**
+   * Stores what was accepted since the last call; must precede every send.
+   * What could not be stored is taken back before anyone has it.
+   */
+  #commit(): void {
+    const unstored = this.#opts.history.commit();
+    if (unstored !== null) this.#takeBack(unstored);
+  }
+
+  /**
+   * Removes records that were not stored from their rooms' logs, rolls the
+   * rooms' seqs back, and tells each sender. No member has been sent them:
+   * they arrived after the last commit, and every send follows a commit, so
+   * every cursor and pass is before them.
+   */
+  #takeBack(unstored: Unstored): void {
+    const senders = new Set<Member>();
+    for (const [name, first] of unstored) {
+      const room = this.#rooms.get(name);
+      if (!room) continue; // everyone left; the events went with the room
+      room.seq = first - 1;
+      room.log = room.log.filter((ev) => {
+        if (ev.rec === null || ev.rec.seq < first) return true;
+        if (ev.sender) senders.add(ev.sender);
+        return false;
+      });
+      room.batches.clear();
+      room.batchEnd = -1;
+    }
+    for (const member of senders) this.#tellNotStored(member);
+  }
+
+  /** Tells a sender that its message was delivered to nobody. */
+  #tellNotStored(member: Member): void {
+    if (member.json) {
+      this.sendError(
+        member,
+        "not_stored",
+        "message not delivered: the server could not store it; try again",
+      );
+    } else {
+      this.sendTo(member, PLAIN_NOT_STORED);
+    }
   }
 
   #enqueue(room: Room, event: LogEvent): void {
@@ -565,6 +717,7 @@ export class Hub {
 
   #turn = (): void => {
     this.#timer = null;
+    this.#commit();
     let budget = SENDS_PER_TURN;
     const members = this.#dirtyMembers;
     this.#dirtyMembers = [];
@@ -699,15 +852,22 @@ export class Hub {
   ): number {
     let frames = shared;
     if (member.outbox) {
-      const own = member.outbox.join("\n");
+      const builder = new FrameBuilder();
+      for (const line of member.outbox) builder.add(line);
       member.outbox = null;
-      bytes += utf8Length(own);
+      const own = builder.frames();
+      bytes += bytesOf(own);
+      const last = own[own.length - 1];
       if (shared.length === 0) {
-        frames = [own];
-      } else if (own.length + 1 + shared[0].length > FRAME_CHARS) {
-        frames = [own, ...shared];
+        frames = own;
+      } else if (last.length + 1 + shared[0].length > FRAME_CHARS) {
+        frames = [...own, ...shared];
       } else {
-        frames = [own + "\n" + shared[0], ...shared.slice(1)];
+        frames = [
+          ...own.slice(0, -1),
+          last + "\n" + shared[0],
+          ...shared.slice(1),
+        ];
         bytes += 1;
       }
     }

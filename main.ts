@@ -8,6 +8,7 @@
 
 import { type Config, ConfigError, parseConfig } from "./config.ts";
 import { runConnect } from "./connect.ts";
+import { DataFileError } from "./history_db.ts";
 import { createLogger } from "./log.ts";
 import { createHubbub } from "./mod.ts";
 
@@ -16,6 +17,9 @@ import { createHubbub } from "./mod.ts";
  * a certificate or key file that cannot be read or used alike.
  */
 const EXIT_USAGE = 2;
+
+/** Exit code for a `--data` file that cannot be used. */
+const EXIT_DATA = 1;
 
 /** The PEM texts `Deno.serve` takes for TLS. */
 interface TlsFiles {
@@ -86,7 +90,14 @@ export async function main(args: string[]): Promise<number> {
     return EXIT_USAGE;
   }
   const logger = createLogger(config.logFormat);
-  const hubbub = createHubbub({ ...config, logger });
+  let hubbub;
+  try {
+    hubbub = createHubbub({ ...config, logger });
+  } catch (err) {
+    if (!(err instanceof DataFileError)) throw err;
+    console.error(`hubbub: ${err.message}`);
+    return EXIT_DATA;
+  }
   // Listen for signals before announcing the port: a SIGTERM right after
   // "listening on" must still shut down gracefully.
   const stopSignal = new Promise<Deno.Signal>((resolve) => {

@@ -25,6 +25,18 @@ export class Metrics {
   rateLimited = 0;
   /** Upgrades refused because of `--max-connections`. */
   rejectedConnections = 0;
+  /** Chat messages accepted but not delivered because storing them failed. */
+  messagesNotStored = 0;
+  /** History commits (or trims) that failed. */
+  historyWriteFailures = 0;
+  /** Reads of stored history that failed. */
+  historyReadFailures = 0;
+  /** History commits by duration: counts per bucket of {@link WRITE_BUCKETS}. */
+  readonly historyWriteBuckets: number[] = WRITE_BUCKETS.map(() => 0);
+  /** History commits made. */
+  historyWrites = 0;
+  /** Seconds spent in history commits in all. */
+  historyWriteSeconds = 0;
   /** Upgrades refused by auth, by reason. */
   readonly authFailures = new Map<AuthFailureReason, number>();
   /** Evictions by reason. */
@@ -41,6 +53,18 @@ export class Metrics {
   /** Counts one eviction. */
   evicted(reason: EvictionReason): void {
     this.evictions.set(reason, (this.evictions.get(reason) ?? 0) + 1);
+  }
+
+  /** Counts one history commit that took `seconds`. */
+  historyWrite(seconds: number): void {
+    this.historyWrites++;
+    this.historyWriteSeconds += seconds;
+    for (let i = 0; i < WRITE_BUCKETS.length; i++) {
+      if (seconds <= WRITE_BUCKETS[i]) {
+        this.historyWriteBuckets[i]++;
+        return;
+      }
+    }
   }
 
   /** Counts one upgrade refused by auth. */
@@ -65,6 +89,8 @@ export class Metrics {
       rooms: number;
       historyMessages: number;
       evictedUnclosed: number;
+      /** Rows of history on disk; null without `--data`. */
+      historyStored?: number | null;
       /** The Redis link, when the instance uses one. */
       redis?: { up: boolean; reconnects: number; refused: number };
     },
@@ -180,10 +206,61 @@ export class Metrics {
         [["", gauges.redis.refused]],
       );
     }
+    if (gauges.historyStored !== undefined && gauges.historyStored !== null) {
+      this.#renderStore(out, gauges.historyStored);
+    }
     metric("hubbub_uptime_seconds", "gauge", "Seconds since start.", [[
       "",
       Math.round(this.uptimeSeconds() * 1000) / 1000,
     ]]);
     return out.join("\n") + "\n";
   }
+
+  /** The `--data` series: rows on disk, commit latency, failures. */
+  #renderStore(out: string[], stored: number): void {
+    out.push(
+      "# HELP hubbub_history_stored_messages Messages of room history on disk.",
+      "# TYPE hubbub_history_stored_messages gauge",
+      `hubbub_history_stored_messages ${stored}`,
+      "# HELP hubbub_history_write_seconds Time of each history commit (one per turn with messages).",
+      "# TYPE hubbub_history_write_seconds histogram",
+    );
+    let cumulative = 0;
+    WRITE_BUCKETS.forEach((le, i) => {
+      cumulative += this.historyWriteBuckets[i];
+      out.push(`hubbub_history_write_seconds_bucket{le="${le}"} ${cumulative}`);
+    });
+    out.push(
+      `hubbub_history_write_seconds_bucket{le="+Inf"} ${this.historyWrites}`,
+      `hubbub_history_write_seconds_sum ${this.historyWriteSeconds}`,
+      `hubbub_history_write_seconds_count ${this.historyWrites}`,
+      "# HELP hubbub_history_write_failures_total History commits and trims that failed.",
+      "# TYPE hubbub_history_write_failures_total counter",
+      `hubbub_history_write_failures_total ${this.historyWriteFailures}`,
+      "# HELP hubbub_history_read_failures_total Reads of stored history that failed.",
+      "# TYPE hubbub_history_read_failures_total counter",
+      `hubbub_history_read_failures_total ${this.historyReadFailures}`,
+      "# HELP hubbub_messages_not_stored_total Messages refused because storing them failed.",
+      "# TYPE hubbub_messages_not_stored_total counter",
+      `hubbub_messages_not_stored_total ${this.messagesNotStored}`,
+    );
+  }
 }
+
+/**
+ * Upper bounds, in seconds, of the commit latency histogram: a batched
+ * commit with `synchronous=NORMAL` is tens of microseconds, an fsync
+ * (`--data-sync full`) milliseconds.
+ */
+const WRITE_BUCKETS = [
+  0.0001,
+  0.00025,
+  0.0005,
+  0.001,
+  0.0025,
+  0.005,
+  0.01,
+  0.025,
+  0.1,
+  1,
+];

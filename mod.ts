@@ -20,8 +20,10 @@
 import { createHash } from "node:crypto";
 import { Auth, type AuthOptions } from "./auth.ts";
 import { Client, type ClientLimits } from "./client.ts";
+import { DurableHistory } from "./durable_history.ts";
 import { FAVICON, FAVICON_CACHE, FAVICON_TYPE } from "./favicon.ts";
 import { type HistoryStore, MemoryHistory } from "./history.ts";
+import type { DataSync } from "./history_db.ts";
 import { Hub } from "./hub.ts";
 import { type Logger, silentLogger } from "./log.ts";
 import { type EvictionReason, Metrics } from "./metrics.ts";
@@ -58,10 +60,21 @@ export interface HubbubOptions extends AuthOptions {
   rateBurst?: number;
   /** Open sockets beyond which upgrades get 503; default 10000. */
   maxConnections?: number;
-  /** Messages kept per room; default 100. */
+  /** Messages kept per room in memory (sent on join); default 100. */
   history?: number;
-  /** Messages a room keeps in Redis (approximately); default 10000. */
+  /**
+   * Database file for durable history (created if absent); default none:
+   * history in memory only. Needs read and write permission for the file
+   * and its `-wal` and `-journal` siblings. Not with `redis`.
+   */
+  data?: string;
+  /**
+   * Messages kept per room on disk with `data`, or in Redis (approximately)
+   * with `redis`; default 10000.
+   */
   historyMax?: number;
+  /** Commit durability with `data`; default `normal`. */
+  dataSync?: DataSync;
   /**
    * `redis://` or `rediss://` URL: several instances share rooms through
    * this Redis; default none (this process is the whole chat).
@@ -127,7 +140,11 @@ const GOING_AWAY = 1001;
  */
 const VECTORED_WRITES_ENV = "DENO_USE_WRITEV";
 
-/** Builds a hubbub instance. */
+/**
+ * Builds a hubbub instance.
+ *
+ * @throws {DataFileError} when `data` names a file that cannot be used.
+ */
 export function createHubbub(options: HubbubOptions = {}): Hubbub {
   const base = (options.basePath ?? "").replace(/\/+$/, "");
   const maxEchoBytes = options.maxEchoBytes ?? 1 << 20;
@@ -137,6 +154,11 @@ export function createHubbub(options: HubbubOptions = {}): Hubbub {
   const logger = options.logger ?? silentLogger;
   useVectoredWrites(logger);
   const metrics = new Metrics();
+  if (options.redis && options.data) {
+    // With Redis, history lives in Redis; a file here would be a second,
+    // diverging copy of it.
+    throw new TypeError("redis and data cannot be used together");
+  }
   const bus = options.redis
     ? new RedisBus({
       url: options.redis,
@@ -147,8 +169,18 @@ export function createHubbub(options: HubbubOptions = {}): Hubbub {
       accepted: () => metrics.messagesReceived++,
     })
     : null;
+  // Throws DataFileError when the data file cannot be used.
   const history: HistoryStore = bus?.window ??
-    new MemoryHistory(options.history ?? 100);
+    (options.data
+      ? new DurableHistory({
+        path: options.data,
+        window: options.history ?? 100,
+        max: options.historyMax ?? 10000,
+        sync: options.dataSync ?? "normal",
+        logger,
+        metrics,
+      })
+      : new MemoryHistory(options.history ?? 100));
   const maxBufferedBytes = options.maxBufferedBytes ?? 1 << 20;
   const hub = new Hub({
     maxBufferedBytes,
@@ -334,6 +366,7 @@ export function createHubbub(options: HubbubOptions = {}): Hubbub {
               evictedUnclosed: evictedSockets.size,
               rooms: hub.roomCount,
               historyMessages: history.size(),
+              historyStored: history.stored(),
               ...(bus ? { redis: bus.state } : {}),
             }),
             {
@@ -373,6 +406,7 @@ export function createHubbub(options: HubbubOptions = {}): Hubbub {
     }
     for (const member of hub.members()) hub.leave(member);
     hub.stop();
+    history.close();
     await bus?.close();
     const deadline = Date.now() + timeoutMs;
     while (sockets.size > 0 && Date.now() < deadline) {

@@ -108,6 +108,22 @@ export interface WhoRequest {
   type: "who";
 }
 
+/** Records per scrollback page when the request names no `limit`. */
+export const HISTORY_PAGE_DEFAULT = 50;
+
+/** Largest scrollback page; a larger `limit` is cut to this. */
+export const HISTORY_PAGE_MAX = 200;
+
+/** A request for older messages (scrollback). */
+export interface HistoryRequest {
+  /** Discriminant. */
+  type: "history";
+  /** Messages with a smaller seq; absent: the newest page. */
+  before?: number;
+  /** Page size, 1–{@link HISTORY_PAGE_MAX}. */
+  limit: number;
+}
+
 /** A fresh token for the connection, before the current one expires. */
 export interface TokenRefresh {
   /** Discriminant. */
@@ -121,6 +137,7 @@ export type ClientMessage =
   | SendMessage
   | NickRequest
   | WhoRequest
+  | HistoryRequest
   | TokenRefresh;
 
 /** Machine-readable error codes sent in `error` messages. */
@@ -132,6 +149,8 @@ export type ErrorCode =
   | "bad_name"
   | "name_taken"
   | "rate_limited"
+  | "not_stored"
+  | "history_unavailable"
   | "auth_name"
   | "bad_token"
   | "unavailable";
@@ -186,6 +205,8 @@ export function parseClientMessage(
     }
     case "who":
       return { type: "who" };
+    case "history":
+      return parseHistoryRequest(msg);
     case "token":
       if (typeof msg.token !== "string" || msg.token === "") {
         return protocolError("bad_token", "token needs a string token");
@@ -199,6 +220,28 @@ export function parseClientMessage(
           : "message needs a string type",
       );
   }
+}
+
+function parseHistoryRequest(
+  msg: Record<string, unknown>,
+): HistoryRequest | ProtocolError {
+  const { before, limit } = msg;
+  if (before !== undefined && !isCount(before, 1)) {
+    return protocolError("bad_message", "before must be a whole number >= 1");
+  }
+  if (limit !== undefined && !isCount(limit, 1)) {
+    return protocolError("bad_message", "limit must be a whole number >= 1");
+  }
+  return {
+    type: "history",
+    ...(before === undefined ? {} : { before }),
+    limit: Math.min(limit ?? HISTORY_PAGE_DEFAULT, HISTORY_PAGE_MAX),
+  };
+}
+
+/** Whether `v` is a safe integer of at least `min`. */
+function isCount(v: unknown, min: number): v is number {
+  return typeof v === "number" && Number.isSafeInteger(v) && v >= min;
 }
 
 // ---- JSON protocol: server to client ----
@@ -271,6 +314,20 @@ export function encodeNick(from: string, name: string, time: number): string {
 /** Encodes the member list sent in reply to `who`. */
 export function encodePresence(room: string, members: string[]): string {
   return JSON.stringify({ type: "presence", room, members });
+}
+
+/** Encodes a scrollback page, the reply to a `history` request. */
+export function encodeHistory(
+  room: string,
+  page: { epoch: string; records: ChatRecord[]; more: boolean },
+): string {
+  return JSON.stringify({
+    type: "history",
+    room,
+    epoch: page.epoch,
+    messages: page.records,
+    more: page.more,
+  });
 }
 
 /** Encodes the welcome sent on join. */

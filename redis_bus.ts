@@ -20,6 +20,7 @@
 
 import { createHash } from "node:crypto";
 import { createClient } from "redis";
+import { type HistoryPage, newEpoch } from "./history.ts";
 import type { Hub, Member, MemberEvent, Relay } from "./hub.ts";
 import type { LogFields, Logger } from "./log.ts";
 import type { ChatRecord } from "./protocol.ts";
@@ -373,9 +374,15 @@ export class RedisBus implements Relay {
     room: string,
     seq: number,
     limit: number,
-  ): Promise<{ records: ChatRecord[]; epoch: string; more: boolean }> {
+  ): Promise<HistoryPage> {
     await this.#whenUp();
-    const r = await this.#read(room, `<${seq}`, limit + 1);
+    let r: RoomRead;
+    try {
+      r = await this.#read(room, `<${seq}`, limit + 1);
+    } catch (err) {
+      this.#warn("redis history not read", { room, error: String(err) });
+      throw err;
+    }
     const more = r.records.length > limit;
     const records = more ? r.records.slice(1) : r.records;
     return { records, epoch: r.epoch, more };
@@ -705,10 +712,6 @@ function streamKey(room: string): string {
 
 function channelOf(room: string): string {
   return `hubbub:{${room}}`;
-}
-
-function newEpoch(): string {
-  return crypto.randomUUID().slice(0, 8);
 }
 
 /** The URL without its password, for logs. */

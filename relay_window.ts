@@ -9,7 +9,14 @@
  * @module
  */
 
-import { type HistorySlice, type HistoryStore, sliceAfter } from "./history.ts";
+import {
+  type HistoryPage,
+  type HistorySlice,
+  type HistoryStore,
+  pageRange,
+  sliceAfter,
+  type Unstored,
+} from "./history.ts";
 import type { ChatRecord } from "./protocol.ts";
 
 /** One room's recent records, contiguous and oldest first. */
@@ -99,13 +106,51 @@ export class RelayWindow implements HistoryStore {
   ): HistorySlice {
     const w = this.#rooms.get(room) ?? { records: [], last: 0, epoch: "" };
     const sameLife = epoch === undefined || epoch === w.epoch;
+    const { records, gap } = sliceAfter(
+      w.records,
+      w.last,
+      sameLife ? since : -1,
+    );
+    // Records prepended for a far-behind joiner beyond the window follow
+    // the welcome as messages, so that a welcome stays small.
     return {
-      ...sliceAfter(w.records, w.last, sameLife ? since : -1),
+      records: records.slice(0, this.#capacity),
+      rest: records.slice(this.#capacity),
+      gap,
       epoch: w.epoch,
     };
+  }
+
+  /**
+   * The window's part of a scrollback page; the hub asks the relay
+   * (`RedisBus.before`) instead, which reads the whole stream. `more` says
+   * whether older records may exist beyond the window.
+   */
+  before(room: string, before: number, limit: number): HistoryPage {
+    const w = this.#rooms.get(room) ?? { records: [], last: 0, epoch: "" };
+    const oldest = w.records.length > 0 ? w.records[0].seq : w.last + 1;
+    const { from, to } = pageRange(oldest, w.last, before, limit);
+    return {
+      epoch: w.epoch,
+      records: w.records.slice(from - oldest, Math.max(0, to - oldest)),
+      more: from > 1,
+    };
+  }
+
+  /** Redis stored every record before it was delivered: nothing to do. */
+  commit(): Unstored | null {
+    return null;
   }
 
   size(): number {
     return this.#size;
   }
+
+  /** Nothing on disk here; the stream's length is Redis's business. */
+  stored(): number | null {
+    return null;
+  }
+
+  /** Nothing to release: the relay owns the connections. */
+  close(): void {}
 }

@@ -27,6 +27,8 @@ const { values } = parseArgs({
     idle: { type: "string", default: "1000" },
     loaders: { type: "string", default: "2" },
     json: { type: "boolean", default: false },
+    data: { type: "boolean", default: false },
+    "data-sync": { type: "string", default: "normal" },
     redis: { type: "string", default: "0" },
   },
 });
@@ -84,6 +86,16 @@ class LineProcess {
   }
 }
 
+if (values.data && withRedis) {
+  console.error("bench: --data and --redis cannot be used together");
+  Deno.exit(2);
+}
+
+/** With `--data`: a fresh database in a temporary directory, removed after. */
+const dataDir = values.data
+  ? await Deno.makeTempDir({ prefix: "hubbub-bench-" })
+  : null;
+
 async function startServer(
   extra: string[],
 ): Promise<{ proc: LineProcess; port: number }> {
@@ -91,7 +103,11 @@ async function startServer(
     "run",
     "--allow-net",
     "--allow-env=HUBBUB_*,DENO_USE_WRITEV",
+    ...(dataDir ? [`--allow-read=${dataDir}`, `--allow-write=${dataDir}`] : []),
     `${root}main.ts`,
+    ...(dataDir
+      ? [`--data=${dataDir}/bench.db`, `--data-sync=${values["data-sync"]}`]
+      : []),
     "--port=0",
     "--hostname=127.0.0.1",
     "--rate-limit=0",
@@ -261,6 +277,19 @@ async function idle(port: number, pid: number): Promise<number> {
   return (after - before) / idleClients;
 }
 
+/** With `--data`: how many history commits the run made and their mean time. */
+async function commitStats(port: number): Promise<string> {
+  const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+  const value = (name: string) =>
+    Number(text.match(new RegExp(`^${name} (\\S+)$`, "m"))?.[1]);
+  const count = value("hubbub_history_write_seconds_count");
+  const sum = value("hubbub_history_write_seconds_sum");
+  const rows = value("hubbub_history_stored_messages");
+  return `history commits: ${count}, mean ${
+    (sum / count * 1e6).toFixed(0)
+  } µs, ${(rows / count).toFixed(1)} messages per commit`;
+}
+
 const redis = withRedis ? await startRedis() : null;
 const servers: { proc: LineProcess; port: number }[] = [];
 try {
@@ -272,7 +301,8 @@ try {
   const perConn = idleClients > 0 ? await idle(ports[0], pids[0]) : NaN;
   const r = await fanout(ports, pids, redis?.child.pid);
   const mode = (values.json ? "json" : "plain") +
-    (withRedis ? ` redis×${instances}` : "");
+    (withRedis ? ` redis×${instances}` : "") +
+    (dataDir ? `+data(${values["data-sync"]})` : "");
   console.log(
     "| mode | clients | senders | offered msg/s | delivered msgs/s | p50 ms | p99 ms | lost | server peak RSS MB | RSS/idle conn KB | accepted msg/s | server CPU % |",
   );
@@ -284,6 +314,7 @@ try {
       (perConn / 1024).toFixed(1)
     } | ${Math.round(r.acceptedPerSecond)} | ${Math.round(r.cpu * 100)} |`,
   );
+  if (dataDir) console.log(await commitStats(servers[0].port));
   if (redis) {
     console.log(
       `redis-server CPU: ${Math.round(r.redisCpu * 100)} % of a core`,
@@ -298,4 +329,5 @@ try {
     redis.child.kill("SIGTERM");
     await redis.child.status;
   }
+  if (dataDir) await Deno.remove(dataDir, { recursive: true });
 }

@@ -2,7 +2,13 @@ import assert from "node:assert/strict";
 
 const BENCH = new URL("../bench/main.ts", import.meta.url).pathname;
 
-for (const mode of ["plain", "json"] as const) {
+const MODES: [string, string[]][] = [
+  ["plain", []],
+  ["json", ["--json"]],
+  ["plain+data(normal)", ["--data"]],
+];
+
+for (const [mode, flags] of MODES) {
   Deno.test(`bench: a one-second ${mode} run with a few clients prints its table`, async () => {
     const out = await new Deno.Command(Deno.execPath(), {
       args: [
@@ -16,7 +22,7 @@ for (const mode of ["plain", "json"] as const) {
         "--warmup=0",
         "--idle=20",
         "--loaders=1",
-        ...(mode === "json" ? ["--json"] : []),
+        ...flags,
       ],
       stdout: "piped",
       stderr: "piped",

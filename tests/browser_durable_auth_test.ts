@@ -77,8 +77,12 @@ async function answersHistory(srv: ServerProcess): Promise<boolean> {
   try {
     await s.waitLines(1);
     s.send(JSON.stringify({ type: "history", limit: 1 }));
-    await s.waitLines(2);
-    return s.messages[1].type === "history";
+    // Our own `join` comes right after the welcome, so the answer is not
+    // necessarily the second line.
+    const answered = () =>
+      s.messages.find((m) => m.type === "history" || m.type === "error");
+    await s.waitFor(() => answered() !== undefined, "an answer to history");
+    return answered()?.type === "history";
   } finally {
     await s.close();
   }

@@ -13,6 +13,8 @@ const MAIN = new URL("../main.ts", import.meta.url).pathname;
 export const START_PERMISSIONS = [
   "--allow-net",
   "--allow-env=HUBBUB_*,DENO_USE_WRITEV",
+  "--allow-read",
+  "--allow-write",
 ];
 
 /** A running `hubbub connect` subprocess. */

@@ -83,6 +83,10 @@ Deno.test({
         assert.equal(new TextDecoder().decode(out.stdout), "hello\n");
       });
       await servesPage([compiled.binary]);
+      // The baked-in permissions cover a --data file chosen at run time.
+      const db = `${compiled.dir}/hubbub.db`;
+      await servesPage([compiled.binary, "--data", db]);
+      assert.ok((await Deno.stat(db)).isFile, "the data file was created");
     } finally {
       await Deno.remove(compiled.dir, { recursive: true });
     }

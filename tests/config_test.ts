@@ -21,6 +21,9 @@ Deno.test("config: defaults match the contract", () => {
   assert.equal(c.rateBurst, 40);
   assert.equal(c.maxConnections, 10000);
   assert.equal(c.history, 100);
+  assert.equal(c.data, "");
+  assert.equal(c.historyMax, 10000);
+  assert.equal(c.dataSync, "normal");
   assert.deepEqual(c.allowOrigin, []);
   assert.equal(c.logFormat, "text");
   assert.equal(c.shutdownTimeout, 5);
@@ -33,6 +36,8 @@ Deno.test("config: flags beat environment twins, which beat defaults", () => {
   assert.equal(run([], { HUBBUB_RATE_LIMIT: "0" }).rateLimit, 0);
   assert.equal(run(["--rate-limit", "0", "--rate-burst", "0"]).rateBurst, 0);
   assert.equal(run(["--idle-timeout", "0.5"]).idleTimeout, 0.5);
+  assert.equal(run([], { HUBBUB_DATA: "/d/h.db" }).data, "/d/h.db");
+  assert.equal(run(["--data-sync", "full"]).dataSync, "full");
   assert.equal(envName("max-buffered-bytes"), "HUBBUB_MAX_BUFFERED_BYTES");
 });
 
@@ -78,9 +83,12 @@ Deno.test("config: bad input is a one-line ConfigError", () => {
       ["--history", "1e2"],
       ["--history", " "],
       ["--rate-burst", "0"],
+      ["--history-max", "0"],
+      ["--data-sync", "off"],
       ["--redis", "http://localhost:6379"],
       ["--redis", "not a url"],
       ["--redis-presence-ttl", "0"],
+      ["--redis", "redis://127.0.0.1:6379", "--data", "h.db"],
     ]
   ) {
     assert.throws(() => parseConfig(args, noEnv), (err: unknown) => {
@@ -111,6 +119,9 @@ Deno.test("config: --help lists every flag with its default and variable", () =>
       "rate-burst",
       "max-connections",
       "history",
+      "data",
+      "history-max",
+      "data-sync",
       "allow-origin",
       "log-format",
       "shutdown-timeout",

@@ -316,7 +316,12 @@ export async function spawnServer(
   try {
     port = await within(portFound.promise, "listening line");
   } catch (e) {
-    child.kill("SIGKILL");
+    try {
+      child.kill("SIGKILL");
+    } catch (killErr) {
+      // Already exited: `e` says why.
+      if (!(killErr instanceof TypeError)) throw killErr;
+    }
     await status;
     await Promise.all([errDone, outDone]);
     throw e;

@@ -143,20 +143,101 @@ test(
       assert.equal(w.epoch, epoch);
       assert.equal(w.gap, false);
       assert.equal(w.seq, last);
+      // At most --history in the welcome; the rest follow it as messages.
       const history = w.history as Msg[];
-      assert.deepEqual(history.map((m) => m.seq), range(4, last));
+      assert.deepEqual(history.map((m) => m.seq), range(4, 8));
+      await back.waitFor(() => chats(back).length === last - 8, "the rest");
+      const missed = [...history, ...chats(back)];
+      assert.deepEqual(missed.map((m) => m.seq), range(4, last));
       assert.deepEqual(
-        history.map((m) => m.text),
+        missed.map((m) => m.text),
         range(4, last).map((i) => `m${i}`),
       );
       // And it is live from there on: the next message, once.
       last++;
       say(talker, `m${last}`, true);
-      await back.waitFor(() => chats(back).length === 1, `m${last}`);
-      assert.deepEqual(chats(back).map((m) => m.seq), [last]);
+      await back.waitFor(() => chats(back).length === last - 8, `m${last}`);
+      assert.deepEqual(chats(back).map((m) => m.seq), range(9, last));
       await back.close();
     }
     await talker.close();
+  }, { history: 5 }),
+);
+
+/** Sends a `history` request and waits for its answer (history or error). */
+async function ask(s: TestSocket, request: Msg): Promise<Msg> {
+  const answers = () =>
+    s.messages.filter((m) => m.type === "history" || m.type === "error");
+  const before = answers().length;
+  s.send(JSON.stringify({ type: "history", ...request }));
+  await s.waitFor(() => answers().length > before, "history answer");
+  return answers()[before];
+}
+
+test(
+  "redis: scrollback on another instance pages through the room's stream",
+  withCluster(2, async (redis, [a, b]) => {
+    const talker = await joinJson(a, "?room=scroll&name=talker");
+    for (let i = 1; i <= 30; i++) say(talker, `s${i}`, true);
+    await talker.waitFor(() => chats(talker).length === 30, "30 messages");
+    const reader = await joinJson(b, "?room=scroll&name=reader");
+    const w = reader.messages[0];
+    assert.deepEqual((w.history as Msg[]).map((m) => m.seq), range(26, 30));
+    // Paging back from the welcome's oldest seq, as a client does.
+    const pages: Msg[] = [];
+    for (let before = 26;;) {
+      const page = await ask(reader, { before, limit: 10 });
+      assert.equal(page.type, "history", JSON.stringify(page));
+      assert.equal(page.room, "scroll");
+      assert.equal(page.epoch, w.epoch);
+      pages.push(page);
+      if (!page.more) break;
+      before = (page.messages as Msg[])[0].seq as number;
+    }
+    assert.equal(pages.length, 3, "pages of 10, 10 and 5");
+    const older = pages.toReversed().flatMap((p) => p.messages as Msg[]);
+    assert.deepEqual(older.map((m) => m.seq), range(1, 25));
+    assert.deepEqual(
+      older.map((m) => m.text),
+      range(1, 25).map((i) => `s${i}`),
+    );
+    // Without `before`, and with one past the room's end: the newest page
+    // this instance delivered, nothing it has not.
+    for (const request of [{ limit: 3 }, { before: 1000, limit: 3 }]) {
+      const page = await ask(reader, request);
+      assert.deepEqual((page.messages as Msg[]).map((m) => m.seq), [
+        28,
+        29,
+        30,
+      ]);
+      assert.equal(page.more, true);
+    }
+    // The answer follows the reader's own lines in order: the error for a
+    // bad nick sent before the request arrives before the page.
+    reader.send(JSON.stringify({ type: "nick", name: " " }));
+    reader.send(JSON.stringify({ type: "history", before: 3, limit: 5 }));
+    const pageCount = () =>
+      reader.messages.filter((m) => m.type === "history").length;
+    await reader.waitFor(() => pageCount() === pages.length + 3, "page");
+    const kinds = reader.messages.map((m) => m.type);
+    assert.ok(
+      kinds.lastIndexOf("error") >= 0 &&
+        kinds.lastIndexOf("error") < kinds.lastIndexOf("history"),
+      kinds.join(","),
+    );
+    const page = reader.messages.findLast((m) => m.type === "history")!;
+    assert.deepEqual((page.messages as Msg[]).map((m) => m.seq), [1, 2]);
+    assert.equal(page.more, false);
+    // Redis gone: the request is answered, with an error.
+    await redis.stop();
+    const failed = await ask(reader, { before: 10, limit: 5 });
+    assert.equal(failed.type, "error");
+    assert.equal(failed.code, "history_unavailable");
+    // Back up before the instances close, so no reconnect timer outlives them.
+    await redis.restart();
+    await linkUp(a);
+    await linkUp(b);
+    await closeAll([talker, reader]);
   }, { history: 5 }),
 );
 

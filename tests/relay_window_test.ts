@@ -20,12 +20,14 @@ Deno.test("relay window: keeps the newest N under the relay's epoch", () => {
   assert.equal(w.lastSeq("r"), 6);
   assert.deepEqual(w.read("r", 4, "e1"), {
     records: seqs(5, 6),
+    rest: [],
     gap: false,
     epoch: "e1",
   });
   // Another epoch's position means nothing here: all kept, flagged.
   assert.deepEqual(w.read("r", 4, "e0"), {
     records: seqs(4, 6),
+    rest: [],
     gap: true,
     epoch: "e1",
   });
@@ -41,8 +43,10 @@ Deno.test("relay window: older records are taken only when they end where it beg
   assert.equal(w.oldest("r"), 8);
   assert.equal(w.prepend("r", seqs(3, 6)), false, "a hole at 7");
   assert.equal(w.prepend("r", seqs(3, 7)), true);
+  // The welcome holds a window's worth; the rest follows it as messages.
   assert.deepEqual(w.read("r", 2, "e1"), {
-    records: seqs(3, 10),
+    records: seqs(3, 5),
+    rest: seqs(6, 10),
     gap: false,
     epoch: "e1",
   });
@@ -57,4 +61,22 @@ Deno.test("relay window: records for a room it does not hold are ignored", () =>
   w.append("nowhere", rec(1));
   assert.equal(w.size(), 0);
   assert.equal(w.lastSeq("nowhere"), 0);
+});
+
+Deno.test("relay window: stores nothing itself; its scrollback serves the window", () => {
+  const w = new RelayWindow(3);
+  w.reset("r", "e1", 10, seqs(8, 10));
+  assert.equal(w.commit(), null, "Redis stored every record already");
+  assert.equal(w.stored(), null);
+  assert.deepEqual(w.before("r", 10, 5), {
+    epoch: "e1",
+    records: seqs(8, 9),
+    more: true,
+  });
+  assert.deepEqual(w.before("r", 8, 5), {
+    epoch: "e1",
+    records: [],
+    more: true,
+  });
+  w.close();
 });

@@ -72,7 +72,8 @@ export class Gate {
     if (refused) return refused;
     return {
       room,
-      json: offeredProtocols(req).includes(JSON_SUBPROTOCOL),
+      json: offeredProtocols(req.headers.get("sec-websocket-protocol"))
+        .includes(JSON_SUBPROTOCOL),
       name: url.searchParams.get("name"),
       ...(sinceRaw === null ? {} : { since: Number(sinceRaw) }),
       ...(epoch === undefined ? {} : { epoch }),
@@ -127,9 +128,16 @@ function upgradeProblem(req: Request): string | null {
   return null;
 }
 
-function offeredProtocols(req: Request): string[] {
-  return (req.headers.get("sec-websocket-protocol") ?? "")
-    .split(",").map((p) => p.trim()).filter((p) => p !== "");
+/**
+ * The subprotocols a `Sec-WebSocket-Protocol` value offers, in order. It is
+ * an HTTP list: `a,b`, `a, b` and `a,  b` are the same offer, and repeated
+ * headers arrive joined by `Headers.get` with ", ". Pure, so that every
+ * reader of the offer (the JSON choice, a `bearer.<JWT>` entry) reads the
+ * same list.
+ */
+export function offeredProtocols(header: string | null): string[] {
+  if (header === null) return [];
+  return header.split(",").map((p) => p.trim()).filter((p) => p !== "");
 }
 
 /**

@@ -164,10 +164,14 @@ export function createHubbub(options: HubbubOptions = {}): Hubbub {
   function chat(req: Request, url: URL): Response {
     const admitted = gate.chat(req, url);
     if (admitted instanceof Response) return admitted;
-    const { socket, response } = Deno.upgradeWebSocket(req, {
-      idleTimeout,
-      ...(admitted.json ? { protocol: JSON_SUBPROTOCOL } : {}),
-    });
+    // Not Deno's `protocol` option: it checks the choice against its own
+    // split of the offer on ", " and throws on `chat,hubbub.v1`, as npm `ws`
+    // writes it. The gate read the offer as the HTTP list it is; the answer
+    // header is the whole of choosing a subprotocol.
+    const { socket, response } = Deno.upgradeWebSocket(req, { idleTimeout });
+    if (admitted.json) {
+      response.headers.set("sec-websocket-protocol", JSON_SUBPROTOCOL);
+    }
     sockets.add(socket);
     const requested = checkName(admitted.name ?? "");
     const name = "name" in requested

@@ -244,6 +244,132 @@ export async function rawHandshake(
   return conn;
 }
 
+/** The status line and headers of a response read off a raw connection. */
+export interface RawResponse {
+  /** The status code, e.g. 101. */
+  status: number;
+  /** The HTTP version of the status line, e.g. `HTTP/1.1`. */
+  version: string;
+  /** Header fields by lower-case name; repeated fields joined with ", ". */
+  headers: Map<string, string>;
+}
+
+/**
+ * Sends `head` (request line and header lines, without the blank line) over
+ * a fresh TCP connection and reads the response head. For requests fetch
+ * cannot make: repeated headers, odd spacing, HTTP/1.0. The connection is
+ * returned open (the test closes it) so an upgraded socket stays usable.
+ */
+export async function rawRequest(
+  port: number,
+  head: string[],
+): Promise<{ conn: Deno.TcpConn; response: RawResponse }> {
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  try {
+    await conn.write(
+      new TextEncoder().encode([...head, "", ""].join("\r\n")),
+    );
+    return { conn, response: await readResponseHead(conn) };
+  } catch (err) {
+    conn.close();
+    throw err;
+  }
+}
+
+/** Reads a response head byte by byte, so no frame data is consumed. */
+export async function readResponseHead(conn: Deno.Conn): Promise<RawResponse> {
+  const head: number[] = [];
+  const one = new Uint8Array(1);
+  while (!endsWithBlankLine(head)) {
+    const n = await within(conn.read(one), "response head");
+    if (n === null) throw new Error("connection closed during the response");
+    head.push(one[0]);
+  }
+  const [statusLine, ...fields] = new TextDecoder().decode(new Uint8Array(head))
+    .trimEnd().split("\r\n");
+  const headers = new Map<string, string>();
+  for (const field of fields) {
+    const colon = field.indexOf(":");
+    const name = field.slice(0, colon).trim().toLowerCase();
+    const value = field.slice(colon + 1).trim();
+    const had = headers.get(name);
+    headers.set(name, had === undefined ? value : `${had}, ${value}`);
+  }
+  const [version, status] = statusLine.split(" ");
+  return { status: Number(status), version, headers };
+}
+
+/** One frame read off a raw connection (server frames are unmasked). */
+export interface RawFrame {
+  /** The frame's opcode: 1 text, 2 binary, 8 close, 9 ping, 10 pong. */
+  opcode: number;
+  /** The payload bytes. */
+  payload: Uint8Array;
+}
+
+/** Reads exactly `n` bytes, or null at a clean end of stream. */
+async function readExactly(
+  conn: Deno.Conn,
+  n: number,
+): Promise<Uint8Array | null> {
+  const out = new Uint8Array(n);
+  let got = 0;
+  while (got < n) {
+    const read = await within(conn.read(out.subarray(got)), "frame bytes");
+    if (read === null) return null;
+    got += read;
+  }
+  return out;
+}
+
+/** Reads the next frame the server sent, or null when the stream ended. */
+export async function readFrame(conn: Deno.Conn): Promise<RawFrame | null> {
+  const head = await readExactly(conn, 2);
+  if (head === null) return null;
+  let length = head[1] & 0x7f;
+  if (length === 126) {
+    const ext = await readExactly(conn, 2);
+    if (ext === null) return null;
+    length = new DataView(ext.buffer).getUint16(0);
+  } else if (length === 127) {
+    const ext = await readExactly(conn, 8);
+    if (ext === null) return null;
+    length = Number(new DataView(ext.buffer).getBigUint64(0));
+  }
+  const payload = await readExactly(conn, length);
+  if (payload === null) return null;
+  return { opcode: head[0] & 0x0f, payload };
+}
+
+/**
+ * A client frame (masked, as RFC 6455 requires), `fin` false for the first
+ * parts of a fragmented message.
+ */
+export function clientFrame(
+  opcode: number,
+  payload: Uint8Array,
+  fin = true,
+): Uint8Array {
+  const n = payload.byteLength;
+  const lengthBytes = n < 126 ? 0 : n < 65536 ? 2 : 8;
+  const out = new Uint8Array(2 + lengthBytes + 4 + n);
+  out[0] = (fin ? 0x80 : 0) | opcode;
+  const view = new DataView(out.buffer);
+  if (lengthBytes === 0) out[1] = 0x80 | n;
+  else if (lengthBytes === 2) {
+    out[1] = 0x80 | 126;
+    view.setUint16(2, n);
+  } else {
+    out[1] = 0x80 | 127;
+    view.setBigUint64(2, BigInt(n));
+  }
+  const mask = crypto.getRandomValues(new Uint8Array(4));
+  const at = 2 + lengthBytes;
+  out.set(mask, at);
+  for (let i = 0; i < n; i++) out[at + 4 + i] = payload[i] ^ mask[i & 3];
+  return out;
+}
+
 function endsWithBlankLine(b: number[]): boolean {
   const n = b.length;
   return n >= 4 && b[n - 4] === 13 && b[n - 3] === 10 && b[n - 2] === 13 &&

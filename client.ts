@@ -7,7 +7,7 @@
  * @module
  */
 
-import type { Hub, Member, Room } from "./hub.ts";
+import type { Hub, Member, OwnLine, Room } from "./hub.ts";
 import type { Logger } from "./log.ts";
 import type { EvictionReason, Metrics } from "./metrics.ts";
 import {
@@ -72,7 +72,7 @@ export class Client implements Member {
   readonly json: boolean;
   name: string;
   room: Room | null = null;
-  outbox: string[] | null = null;
+  outbox: OwnLine[] | null = null;
   cursor = 0;
 
   readonly #ctx: ClientContext;

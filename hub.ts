@@ -81,12 +81,33 @@ export interface Member {
   name: string;
   /** The room it is in; null before join and after leave. */
   room: Room | null;
-  /** Lines for this member alone, sent with its next frame. */
-  outbox: string[] | null;
+  /** Lines for this member alone, sent at its next visit. */
+  outbox: OwnLine[] | null;
   /** Index in its room's log of the first event it has not been sent. */
   cursor: number;
   /** Called once when the hub removes the member against its will. */
   evicted(reason: EvictionReason, code: number, text: string): void;
+}
+
+/**
+ * A line for one member (welcome, presence, error), with the place in the
+ * room's log it was decided at: it follows the events before that index and
+ * precedes the rest, so a reply never overtakes a room event queued before
+ * it.
+ */
+export interface OwnLine {
+  /** The JSON line. */
+  text: string;
+  /** The room's log end when the line was queued. */
+  after: number;
+}
+
+/** Frames ready to send, with what they count for in the metrics. */
+interface Frames {
+  frames: readonly string[];
+  bytes: number;
+  /** Chat messages in them. */
+  messages: number;
 }
 
 /** One room event not yet delivered to every member. */
@@ -297,14 +318,19 @@ export class Hub {
     if (member.json) this.sendTo(member, encodeError(code, message));
   }
 
-  /** Queues a line for one member; it goes out in the next turn. */
+  /**
+   * Queues a line for one member; it goes out in the next turn, after the
+   * room events already queued and before those queued later.
+   */
   sendTo(member: Member, line: string): void {
-    if (!member.room) return;
+    const room = member.room;
+    if (!room) return;
+    const own: OwnLine = { text: line, after: room.logEnd };
     if (member.outbox) {
-      member.outbox.push(line);
+      member.outbox.push(own);
       return;
     }
-    member.outbox = [line];
+    member.outbox = [own];
     this.#dirtyMembers.push(member);
     this.#schedule();
   }
@@ -431,33 +457,95 @@ export class Hub {
   }
 
   /**
-   * Sends a member its own lines and the log it has not had, as one frame
-   * (more only when that is over {@link FRAME_CHARS}). Returns the number
-   * of frames sent.
+   * Sends a member the log it has not had, with its own lines in their
+   * place, as one frame (more only when that is over {@link FRAME_CHARS}).
+   * Returns the number of frames sent.
    */
   #visit(room: Room, member: Member): number {
     const end = room.logEnd;
-    if (member.cursor === end) {
-      return member.outbox === null ? 0 : this.#send(member, NO_FRAMES, 0, 0);
-    }
-    const batch = this.#batch(room, member.cursor, end);
+    const own = member.outbox;
+    member.outbox = null;
+    const from = member.cursor;
     member.cursor = end;
-    return member.json
-      ? this.#send(member, batch.json, batch.jsonBytes, batch.jsonMessages)
-      : this.#send(member, batch.plain, batch.plainBytes, batch.plainMessages);
+    if (own === null) {
+      if (from === end) return 0;
+      return this.#send(member, this.#slice(room, member, from, end));
+    }
+    return this.#send(member, this.#interleave(room, member, own, from, end));
   }
 
   /**
-   * The frames for the log from `from` to its end, built once and shared by
-   * every member visited with the same cursor while the log stays as it is.
+   * The log from `from` to `end` with `own` lines each where it was decided.
+   * In the usual cases (lines decided while the member was up to date, or
+   * after everything it has not had) the log part is the shared batch.
    */
-  #batch(room: Room, from: number, end: number): Batch {
-    if (room.batchEnd !== end) {
-      room.batches.clear();
-      room.batchEnd = end;
+  #interleave(
+    room: Room,
+    member: Member,
+    own: OwnLine[],
+    from: number,
+    end: number,
+  ): Frames {
+    const pieces: string[] = [];
+    let bytes = 0;
+    let messages = 0;
+    const addLog = (to: number) => {
+      if (to <= from) return;
+      const part = this.#slice(room, member, from, to);
+      pieces.push(...part.frames);
+      bytes += part.bytes;
+      messages += part.messages;
+      from = to;
+    };
+    for (let i = 0; i < own.length;) {
+      const after = own[i].after;
+      addLog(after);
+      let lines = own[i++].text;
+      while (i < own.length && own[i].after <= from) {
+        lines += "\n" + own[i++].text;
+      }
+      pieces.push(lines);
+      bytes += utf8Length(lines);
     }
-    const cached = room.batches.get(from);
-    if (cached) return cached;
+    addLog(end);
+    const frames = coalesce(pieces);
+    // Each join of two pieces adds a newline.
+    bytes += pieces.length - frames.length;
+    return { frames, bytes, messages };
+  }
+
+  /** The member's format of the log from `from` to `to`. */
+  #slice(room: Room, member: Member, from: number, to: number): Frames {
+    const batch = this.#batch(room, from, to);
+    return member.json
+      ? {
+        frames: batch.json,
+        bytes: batch.jsonBytes,
+        messages: batch.jsonMessages,
+      }
+      : {
+        frames: batch.plain,
+        bytes: batch.plainBytes,
+        messages: batch.plainMessages,
+      };
+  }
+
+  /**
+   * The frames for the log from `from` to `to`. Those that run to the log's
+   * end are built once and shared by every member visited with the same
+   * cursor while the log stays as it is; a part that stops short (before a
+   * member's own line) is built for that member alone.
+   */
+  #batch(room: Room, from: number, to: number): Batch {
+    const end = room.logEnd;
+    if (to === end) {
+      if (room.batchEnd !== end) {
+        room.batches.clear();
+        room.batchEnd = end;
+      }
+      const cached = room.batches.get(from);
+      if (cached) return cached;
+    }
 
     // Each format only when someone speaks it: a JSON-only room would
     // otherwise build and measure plain frames nobody is sent.
@@ -467,7 +555,7 @@ export class Hub {
     let plainMessages = 0;
     const json = new FrameBuilder();
     let jsonMessages = 0;
-    for (let i = from - room.logStart; i < room.log.length; i++) {
+    for (let i = from - room.logStart; i < to - room.logStart; i++) {
       const ev = room.log[i];
       if (withPlain && ev.plain !== null && ev.plain !== "") {
         plain.add(ev.plain);
@@ -488,36 +576,16 @@ export class Hub {
       jsonBytes: bytesOf(jsonFrames),
       jsonMessages,
     };
-    room.batches.set(from, batch);
+    if (to === end) room.batches.set(from, batch);
     return batch;
   }
 
   /**
-   * Sends the member's own pending lines and then `shared`, the own lines in
-   * the same frame as the first shared one when both fit in
-   * {@link FRAME_CHARS}, unless the member is already too far behind or the
-   * hub has stopped. Returns the number of frames sent.
+   * Sends `out` unless the member is already too far behind or the hub has
+   * stopped. Returns the number of frames sent.
    */
-  #send(
-    member: Member,
-    shared: readonly string[],
-    bytes: number,
-    messages: number,
-  ): number {
-    let frames = shared;
-    if (member.outbox) {
-      const own = member.outbox.join("\n");
-      member.outbox = null;
-      bytes += utf8Length(own);
-      if (shared.length === 0) {
-        frames = [own];
-      } else if (own.length + 1 + shared[0].length > FRAME_CHARS) {
-        frames = [own, ...shared];
-      } else {
-        frames = [own + "\n" + shared[0], ...shared.slice(1)];
-        bytes += 1;
-      }
-    }
+  #send(member: Member, out: Frames): number {
+    const { frames, bytes, messages } = out;
     if (frames.length === 0 || this.#stopped) return 0;
     const socket = member.socket;
     if (socket.readyState !== WebSocket.OPEN) return 0;
@@ -539,7 +607,28 @@ export class Hub {
   }
 }
 
-const NO_FRAMES: readonly string[] = [];
+/**
+ * Joins consecutive pieces with `\n` while the frame stays within
+ * {@link FRAME_CHARS}: a member's own lines ride in the frame next to them.
+ * Shared frames are already as full as the cap allows, so at most their
+ * neighbours join them.
+ */
+function coalesce(pieces: readonly string[]): string[] {
+  const frames: string[] = [];
+  let current: string | null = null;
+  for (const piece of pieces) {
+    if (current === null) {
+      current = piece;
+    } else if (current.length + 1 + piece.length <= FRAME_CHARS) {
+      current += "\n" + piece;
+    } else {
+      frames.push(current);
+      current = piece;
+    }
+  }
+  if (current !== null) frames.push(current);
+  return frames;
+}
 
 /** Joins lines with `\n` into frames of at most {@link FRAME_CHARS}. */
 class FrameBuilder {

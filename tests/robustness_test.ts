@@ -1,7 +1,13 @@
 import assert from "node:assert/strict";
 import { offeredProtocols } from "../gate.ts";
 import { JSON_SUBPROTOCOL } from "../protocol.ts";
-import { rawRequest, readFrame, spawnServer } from "./helpers.ts";
+import {
+  clientFrame,
+  rawRequest,
+  readFrame,
+  spawnServer,
+  withServer,
+} from "./helpers.ts";
 
 /** The request line and headers of an upgrade, without any protocol offer. */
 function upgradeHead(port: number, path: string, extra: string[]): string[] {
@@ -81,3 +87,49 @@ Deno.test("Sec-WebSocket-Protocol: every spelling of a list upgrades; no 5xx, no
   }
   assert.doesNotMatch(srv.stderr(), / ERROR /);
 });
+
+Deno.test("a reply never overtakes a room event queued before it", () =>
+  withServer(async (srv) => {
+    const { conn, response } = await rawRequest(
+      srv.port,
+      upgradeHead(srv.port, "/ws?room=order&name=ann", [
+        `Sec-WebSocket-Protocol: ${JSON_SUBPROTOCOL}`,
+      ]),
+    );
+    try {
+      assert.equal(response.status, 101);
+      const lines: string[] = [];
+      const readUntil = async (type: string) => {
+        while (!lines.some((l) => JSON.parse(l).type === type)) {
+          const frame = await readFrame(conn);
+          if (frame === null) throw new Error(`closed before ${type}`);
+          lines.push(...new TextDecoder().decode(frame.payload).split("\n"));
+        }
+      };
+      await readUntil("join");
+      lines.length = 0;
+      // One write, so the server reads all four in the same turn.
+      const text = (o: unknown) =>
+        clientFrame(1, new TextEncoder().encode(JSON.stringify(o)));
+      const frames = [
+        text({ type: "message", text: "first" }),
+        text({ type: "nick", name: "bob" }),
+        text({ type: "who" }),
+        clientFrame(1, new TextEncoder().encode("{not json")),
+      ];
+      const all = new Uint8Array(frames.reduce((n, f) => n + f.length, 0));
+      let at = 0;
+      for (const f of frames) {
+        all.set(f, at);
+        at += f.length;
+      }
+      await conn.write(all);
+      await readUntil("error");
+      assert.deepEqual(
+        lines.map((l) => JSON.parse(l).type),
+        ["message", "nick", "presence", "error"],
+      );
+    } finally {
+      conn.close();
+    }
+  }));

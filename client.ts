@@ -9,6 +9,7 @@
 
 import type { Hub, Member, OwnLine, Room } from "./hub.ts";
 import type { Logger } from "./log.ts";
+import { InFlight } from "./inflight.ts";
 import type { EvictionReason, Metrics } from "./metrics.ts";
 import {
   exceedsBytes,
@@ -59,8 +60,13 @@ export interface ClientContext {
     reason: EvictionReason,
     code: number,
     text: string,
+    inFlight: InFlight | null,
     client?: number,
   ): void;
+  /** Closes a socket for a protocol violation, once that is safe. */
+  closeSocket(socket: WebSocket, code: number, text: string): void;
+  /** Takes note of a frame from a socket being let go, and drops it. */
+  discard(socket: WebSocket): void;
 }
 
 let nextId = 1;
@@ -74,6 +80,7 @@ export class Client implements Member {
   room: Room | null = null;
   outbox: OwnLine[] | null = null;
   cursor = 0;
+  readonly inFlight: InFlight = new InFlight();
 
   readonly #ctx: ClientContext;
   /** Where to join once the socket opens. */
@@ -131,17 +138,27 @@ export class Client implements Member {
 
   /** Called by the hub after it removed this client against its will. */
   evicted(reason: EvictionReason, code: number, text: string): void {
-    // May never complete against a peer that stopped reading
-    // (denoland/deno#27924): the close frame queues behind unsent data.
     // The hub no longer knows this client and queues nothing more for it;
     // until Deno reports the close, what stays pinned is this small object
-    // and the socket's send buffer, bounded by --max-buffered-bytes plus one
-    // frame.
-    this.#ctx.evictSocket(this.socket, reason, code, text, this.id);
+    // and the socket's queue, bounded by --max-buffered-bytes (counting
+    // Deno's per-frame overhead) plus one visit's frames (closing.ts).
+    this.#ctx.evictSocket(
+      this.socket,
+      reason,
+      code,
+      text,
+      this.inFlight,
+      this.id,
+    );
   }
 
   #onMessage(data: unknown): void {
-    if (!this.room) return; // evicted, closed by us, or not yet open
+    if (!this.room) {
+      // Evicted or closed by us: the socket stays open until its queue
+      // drains (closing.ts); what it sends meanwhile is dropped.
+      this.#ctx.discard(this.socket);
+      return;
+    }
     const { hub, limits } = this.#ctx;
     if (typeof data !== "string") {
       this.#closeNow(1003, "binary frames are not accepted");
@@ -212,7 +229,7 @@ export class Client implements Member {
   /** Leaves the hub and closes; for protocol violations by the peer. */
   #closeNow(code: number, reason: string): void {
     this.#ctx.hub.leave(this);
-    this.socket.close(code, reason);
+    this.#ctx.closeSocket(this.socket, code, reason);
   }
 
   /**

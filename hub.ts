@@ -24,6 +24,7 @@
  */
 
 import type { HistoryStore } from "./history.ts";
+import type { InFlight } from "./inflight.ts";
 import type { EvictionReason, Metrics } from "./metrics.ts";
 import {
   type ChatRecord,
@@ -85,6 +86,8 @@ export interface Member {
   outbox: OwnLine[] | null;
   /** Index in its room's log of the first event it has not been sent. */
   cursor: number;
+  /** Its socket's queued frames, for what they hold beyond `bufferedAmount`. */
+  readonly inFlight: InFlight;
   /** Called once when the hub removes the member against its will. */
   evicted(reason: EvictionReason, code: number, text: string): void;
 }
@@ -594,11 +597,15 @@ export class Hub {
     // each other: a member reading as fast as it can would be evicted for a
     // burst that arrived in one read. What an evicted member can pin stays
     // the limit plus one visit's frames.
-    if (socket.bufferedAmount > this.#opts.maxBufferedBytes) {
+    // Payload and Deno's per-frame overhead: frames of 64 bytes queued one
+    // per visit pinned seven times the limit by payload alone.
+    const pinned = member.inFlight.pinned(socket.bufferedAmount);
+    if (pinned > this.#opts.maxBufferedBytes) {
       this.evict(member, "slow_consumer", 1008, "slow consumer");
       return 0;
     }
     for (const frame of frames) socket.send(frame);
+    member.inFlight.record(bytes, frames.length);
     const metrics = this.#opts.metrics;
     metrics.framesOut += frames.length;
     metrics.bytesOut += bytes;

@@ -23,6 +23,8 @@ export class Metrics {
   rateLimited = 0;
   /** Upgrades refused because of `--max-connections`. */
   rejectedConnections = 0;
+  /** Frames read from sockets being let go, and dropped unread. */
+  evictedFramesDiscarded = 0;
   /** Evictions by reason. */
   readonly evictions = new Map<EvictionReason, number>();
   /** Socket closes by close code (codes a peer may invent count as "other"). */
@@ -56,6 +58,7 @@ export class Metrics {
       rooms: number;
       historyMessages: number;
       evictedUnclosed: number;
+      evictedBytes: number;
     },
   ): string {
     const out: string[] = [];
@@ -131,8 +134,20 @@ export class Metrics {
     metric(
       "hubbub_evicted_unclosed_sockets",
       "gauge",
-      "Evicted sockets still waiting for their close to complete.",
+      "Sockets evicted or closed by the server that Deno has not released.",
       [["", gauges.evictedUnclosed]],
+    );
+    metric(
+      "hubbub_evicted_unclosed_bytes",
+      "gauge",
+      "Memory their unsent frames hold (payload and per-frame overhead).",
+      [["", gauges.evictedBytes]],
+    );
+    metric(
+      "hubbub_evicted_frames_discarded_total",
+      "counter",
+      "Frames read from sockets being let go, dropped unread.",
+      [["", this.evictedFramesDiscarded]],
     );
     metric(
       "hubbub_history_messages",

@@ -19,6 +19,8 @@
 
 import { createHash } from "node:crypto";
 import { Client, type ClientLimits } from "./client.ts";
+import { ClosingSockets } from "./closing.ts";
+import type { InFlight } from "./inflight.ts";
 import { MemoryHistory } from "./history.ts";
 import { Hub } from "./hub.ts";
 import { type Logger, silentLogger } from "./log.ts";
@@ -88,6 +90,7 @@ const HTML_HEADERS = {
 };
 const PAGE_BYTES = new TextEncoder().encode(page);
 const GOING_AWAY = 1001;
+const ABNORMAL_CLOSURE = 1006;
 
 /**
  * Deno's server WebSocket copies every frame into a per-socket buffer that
@@ -123,14 +126,36 @@ export function createHubbub(options: HubbubOptions = {}): Hubbub {
   let closing = false;
   let guestNumber = 0;
 
-  /** Evicted sockets whose close Deno has not reported (denoland/deno#27924). */
-  const evictedSockets = new Set<WebSocket>();
+  /**
+   * Sockets the server gave up on, until Deno releases them
+   * (denoland/deno#27924): still in `sockets`, so they count against the
+   * cap, but not among those served.
+   */
+  const departing = new ClosingSockets();
 
   /** Idempotent: Deno may dispatch close more than once. */
   function untrack(socket: WebSocket, code: number): void {
     if (!sockets.delete(socket)) return;
-    evictedSockets.delete(socket);
-    metrics.closed(code);
+    departing.released(socket);
+    // Deno reports a connection that ended without a close frame (a TCP
+    // drop) as code 0; RFC 6455 and every client call that 1006.
+    metrics.closed(code === 0 ? ABNORMAL_CLOSURE : code);
+  }
+
+  /** Closes a socket for something its peer did, once that is safe. */
+  function closeSocket(
+    socket: WebSocket,
+    code: number,
+    text: string,
+    inFlight: InFlight | null = null,
+  ): void {
+    departing.close(socket, code, text, inFlight);
+  }
+
+  /** A frame from a socket being let go: dropped unread, but noted. */
+  function discard(socket: WebSocket): void {
+    metrics.evictedFramesDiscarded++;
+    departing.input(socket);
   }
 
   /** The one way chat and echo sockets are evicted: counted, logged, closed. */
@@ -139,20 +164,34 @@ export function createHubbub(options: HubbubOptions = {}): Hubbub {
     reason: EvictionReason,
     code: number,
     text: string,
+    inFlight: InFlight | null = null,
     client?: number,
   ): void {
     metrics.evicted(reason);
-    evictedSockets.add(socket);
+    const buffered = socket.bufferedAmount;
     logger.log("warn", "client evicted", {
       reason,
       code,
-      buffered: socket.bufferedAmount,
+      buffered,
+      ...(inFlight ? { pinned: inFlight.pinned(buffered) } : {}),
       ...(client === undefined ? {} : { client }),
     });
-    socket.close(code, text);
+    closeSocket(socket, code, text, inFlight);
   }
 
-  const ctx = { hub, metrics, logger, limits, untrack, evictSocket };
+  /** Sockets being served: held, less those being let go. */
+  const served = () => sockets.size - departing.size;
+
+  const ctx = {
+    hub,
+    metrics,
+    logger,
+    limits,
+    untrack,
+    evictSocket,
+    closeSocket,
+    discard,
+  };
   const gate = new Gate({
     allowOrigin,
     maxConnections,
@@ -190,6 +229,9 @@ export function createHubbub(options: HubbubOptions = {}): Hubbub {
     serveEcho(socket, { maxEchoBytes, maxBufferedBytes }, {
       untrack,
       evictSocket,
+      closeSocket,
+      discard,
+      departing: (s) => departing.has(s),
     });
     return response;
   }
@@ -223,7 +265,7 @@ export function createHubbub(options: HubbubOptions = {}): Hubbub {
         return readOnly(req, () =>
           Response.json({
             status: closing ? "stopping" : "ok",
-            connections: sockets.size,
+            connections: served(),
             rooms: hub.roomCount,
             uptime: Math.round(metrics.uptimeSeconds() * 1000) / 1000,
           }));
@@ -231,8 +273,9 @@ export function createHubbub(options: HubbubOptions = {}): Hubbub {
         return readOnly(req, () =>
           new Response(
             metrics.render({
-              connections: sockets.size,
-              evictedUnclosed: evictedSockets.size,
+              connections: served(),
+              evictedUnclosed: departing.size,
+              evictedBytes: departing.pinnedBytes(),
               rooms: hub.roomCount,
               historyMessages: history.size(),
             }),
@@ -257,6 +300,7 @@ export function createHubbub(options: HubbubOptions = {}): Hubbub {
     }
     for (const member of hub.members()) hub.leave(member);
     hub.stop();
+    departing.stop();
     const deadline = Date.now() + timeoutMs;
     while (sockets.size > 0 && Date.now() < deadline) {
       await new Promise((resolve) => setTimeout(resolve, 20));

@@ -467,3 +467,89 @@ export function freePort(): number {
   listener.close();
   return port;
 }
+
+/** Never-reading peers with a small receive buffer (tests/stuck_peers.py). */
+export interface StuckPeers {
+  /** Runs one command of the script (`send TEXT`, `close`) on every peer. */
+  command(line: string): Promise<void>;
+  /** Closes every peer's connection and waits for the script to exit. */
+  stop(): Promise<void>;
+}
+
+const STUCK_PEERS = new URL("./stuck_peers.py", import.meta.url).pathname;
+
+/**
+ * Whether `python3` can run the stuck-peer script; tests that need it skip
+ * with this reason printed when it cannot.
+ */
+export async function python3Missing(): Promise<string | null> {
+  try {
+    const { success } = await new Deno.Command("python3", {
+      args: ["-c", "import socket"],
+      stdout: "null",
+      stderr: "null",
+    }).output();
+    return success ? null : "python3 cannot import socket";
+  } catch (err) {
+    if (err instanceof Deno.errors.NotFound) return "python3 is not installed";
+    throw err;
+  }
+}
+
+/**
+ * Opens `count` never-reading WebSocket peers to `path` from a python3
+ * subprocess that sets a 4 KiB SO_RCVBUF (Deno.connect cannot), so the
+ * kernel does not absorb what the server sends them.
+ */
+export async function stuckPeers(
+  port: number,
+  path: string,
+  count: number,
+  protocol?: string,
+): Promise<StuckPeers> {
+  const child = new Deno.Command("python3", {
+    args: [STUCK_PEERS, String(port), path, String(count), protocol ?? ""]
+      .filter((a) => a !== ""),
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "inherit",
+  }).spawn();
+  const stdin = child.stdin.getWriter();
+  const lines = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let buffered = "";
+  const nextLine = async (): Promise<string> => {
+    while (!buffered.includes("\n")) {
+      const { value, done } = await within(lines.read(), "stuck peers");
+      if (done) throw new Error("stuck_peers.py exited");
+      buffered += value;
+    }
+    const at = buffered.indexOf("\n");
+    const line = buffered.slice(0, at);
+    buffered = buffered.slice(at + 1);
+    return line;
+  };
+  const expect = async (want: string) => {
+    const line = await nextLine();
+    if (line !== want) throw new Error(`stuck_peers.py said "${line}"`);
+  };
+  let stopped: Promise<void> | null = null;
+  const stop = () =>
+    stopped ??= (async () => {
+      await stdin.close().catch(() => {});
+      await within(child.status, "stuck_peers.py exit");
+      await lines.cancel();
+    })();
+  try {
+    await expect("ready");
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+  return {
+    async command(line: string) {
+      await stdin.write(new TextEncoder().encode(line + "\n"));
+      await expect("done");
+    },
+    stop,
+  };
+}

@@ -18,6 +18,12 @@ export interface GateOptions {
   allowOrigin: string[] | "*";
   /** Open sockets beyond which upgrades get 503. */
   maxConnections: number;
+  /** Open sockets per client address beyond which upgrades get 503; 0 = off. */
+  maxConnectionsPerIp: number;
+  /** Sockets the address holds now. */
+  connectionsFrom(address: string): number;
+  /** Why the process takes no more sockets now (load shedding), or null. */
+  shed(): string | null;
   /** Counters for refusals. */
   metrics: Metrics;
   /** Sockets currently held, for the cap. */
@@ -52,8 +58,15 @@ export class Gate {
     this.#opts = opts;
   }
 
-  /** Admits a `/ws` request, or answers why not. */
-  chat(req: Request, url: URL): ChatAdmission | Response {
+  /**
+   * Admits a `/ws` request from `address` (null when unknown), or answers
+   * why not.
+   */
+  chat(
+    req: Request,
+    url: URL,
+    address: string | null = null,
+  ): ChatAdmission | Response {
     const bad = upgradeProblem(req);
     if (bad) return refusal(400, bad);
     const room = url.searchParams.get("room") ?? DEFAULT_ROOM;
@@ -68,7 +81,7 @@ export class Gate {
     if (epoch !== undefined && !EPOCH.test(epoch)) {
       return refusal(400, "epoch must be the one from the welcome");
     }
-    const refused = this.#access(req);
+    const refused = this.#access(req, address);
     if (refused) return refused;
     return {
       room,
@@ -80,15 +93,15 @@ export class Gate {
     };
   }
 
-  /** Admits an `/echo` request (null), or answers why not. */
-  echo(req: Request): Response | null {
+  /** Admits an `/echo` request from `address` (null), or answers why not. */
+  echo(req: Request, address: string | null = null): Response | null {
     const bad = upgradeProblem(req);
     if (bad) return refusal(400, bad);
-    return this.#access(req);
+    return this.#access(req, address);
   }
 
   /** The checks every socket route shares, after the request is valid. */
-  #access(req: Request): Response | null {
+  #access(req: Request, address: string | null): Response | null {
     const opts = this.#opts;
     if (!originAllowed(req, opts.allowOrigin)) {
       return refusal(403, "origin not allowed");
@@ -97,6 +110,18 @@ export class Gate {
     if (opts.connections() >= opts.maxConnections) {
       opts.metrics.rejectedConnections++;
       return refusal(503, "too many connections");
+    }
+    if (
+      address !== null && opts.maxConnectionsPerIp > 0 &&
+      opts.connectionsFrom(address) >= opts.maxConnectionsPerIp
+    ) {
+      opts.metrics.rejectedConnections++;
+      return refusal(503, "too many connections from your address");
+    }
+    const shed = opts.shed();
+    if (shed !== null) {
+      opts.metrics.rejectedConnections++;
+      return refusal(503, shed);
     }
     return null;
   }

@@ -128,7 +128,7 @@ export class Metrics {
     metric(
       "hubbub_rejected_connections_total",
       "counter",
-      "Upgrades refused with 503 by --max-connections.",
+      "Upgrades refused with 503 by --max-connections, --max-connections-per-ip or load shedding.",
       [["", this.rejectedConnections]],
     );
     metric(

@@ -27,6 +27,8 @@ import { type Logger, silentLogger } from "./log.ts";
 import { type EvictionReason, Metrics } from "./metrics.ts";
 import { serveEcho } from "./echo.ts";
 import { Gate, refusal } from "./gate.ts";
+import { AddressCounts, clientAddress } from "./addresses.ts";
+import { LoadGuard } from "./guard.ts";
 import { checkName, JSON_SUBPROTOCOL } from "./protocol.ts";
 import page from "./static/home.html" with { type: "text" };
 
@@ -48,6 +50,14 @@ export interface HubbubOptions {
   rateBurst?: number;
   /** Open sockets beyond which upgrades get 503; default 10000. */
   maxConnections?: number;
+  /** Open sockets per client address beyond which upgrades get 503, 0 = off; default 1000. */
+  maxConnectionsPerIp?: number;
+  /** Take the client address from the right-most `X-Forwarded-For` entry; default false. */
+  trustProxy?: boolean;
+  /** Bytes evicted-but-unreleased sockets may pin before upgrades get 503, 0 = off; default 256 MiB. */
+  maxEvictedBytes?: number;
+  /** Resident memory beyond which upgrades get 503, 0 = off; default off. */
+  maxMemory?: number;
   /** Messages kept per room; default 100. */
   history?: number;
   /** Extra allowed browser origins, or `*`; default none. */
@@ -58,8 +68,12 @@ export interface HubbubOptions {
 
 /** A running hubbub instance. */
 export interface Hubbub {
-  /** Answers every request under `basePath`. */
-  handler: (req: Request) => Response;
+  /**
+   * Answers every request under `basePath`. `info` is Deno.serve's second
+   * argument: without it (or `trustProxy`) no address is known, and
+   * `maxConnectionsPerIp` does not apply.
+   */
+  handler: (req: Request, info?: Deno.ServeHandlerInfo) => Response;
   /**
    * Refuses new sockets, closes every open one with 1001 "server shutting
    * down" and resolves once they are closed, or after `timeoutMs`.
@@ -90,6 +104,22 @@ const HTML_HEADERS = {
 };
 const PAGE_BYTES = new TextEncoder().encode(page);
 const GOING_AWAY = 1001;
+
+/**
+ * Default of `--max-connections-per-ip`: a tenth of the default
+ * `--max-connections`, so that one address cannot lock everyone else out
+ * (50 never-reading peers from one address filled a cap of 50), while a
+ * large NAT, or a proxy whose address is not unwrapped (`--trust-proxy`),
+ * still fits.
+ */
+const DEFAULT_MAX_CONNECTIONS_PER_IP = 1000;
+
+/**
+ * Default of `--max-evicted-bytes`: about 230 evicted peers at the default
+ * `--max-buffered-bytes` (1.1 MB each, measured), a quarter of a gigabyte
+ * that no reader is taking.
+ */
+const DEFAULT_MAX_EVICTED_BYTES = 256 * 1024 * 1024;
 const ABNORMAL_CLOSURE = 1006;
 
 /**
@@ -109,6 +139,7 @@ export function createHubbub(options: HubbubOptions = {}): Hubbub {
   const maxEchoBytes = options.maxEchoBytes ?? 1 << 20;
   const idleTimeout = options.idleTimeout ?? 60;
   const maxConnections = options.maxConnections ?? 10000;
+  const trustProxy = options.trustProxy ?? false;
   const allowOrigin = options.allowOrigin ?? [];
   const logger = options.logger ?? silentLogger;
   useVectoredWrites(logger);
@@ -137,6 +168,7 @@ export function createHubbub(options: HubbubOptions = {}): Hubbub {
   function untrack(socket: WebSocket, code: number): void {
     if (!sockets.delete(socket)) return;
     departing.released(socket);
+    addresses.remove(socket);
     // Deno reports a connection that ended without a close frame (a TCP
     // drop) as code 0; RFC 6455 and every client call that 1006.
     metrics.closed(code === 0 ? ABNORMAL_CLOSURE : code);
@@ -192,16 +224,28 @@ export function createHubbub(options: HubbubOptions = {}): Hubbub {
     closeSocket,
     discard,
   };
+  /** Sockets held per client address, evicted ones included. */
+  const addresses = new AddressCounts();
+  const guard = new LoadGuard({
+    maxEvictedBytes: options.maxEvictedBytes ?? DEFAULT_MAX_EVICTED_BYTES,
+    evictedBytes: () => departing.pinnedBytes(),
+    maxMemory: options.maxMemory ?? 0,
+    logger,
+  });
   const gate = new Gate({
     allowOrigin,
     maxConnections,
+    maxConnectionsPerIp: options.maxConnectionsPerIp ??
+      DEFAULT_MAX_CONNECTIONS_PER_IP,
+    connectionsFrom: (address) => addresses.count(address),
+    shed: () => guard.refusal(),
     metrics,
     connections: () => sockets.size,
     closing: () => closing,
   });
 
-  function chat(req: Request, url: URL): Response {
-    const admitted = gate.chat(req, url);
+  function chat(req: Request, url: URL, address: string | null): Response {
+    const admitted = gate.chat(req, url, address);
     if (admitted instanceof Response) return admitted;
     // Not Deno's `protocol` option: it checks the choice against its own
     // split of the offer on ", " and throws on `chat,hubbub.v1`, as npm `ws`
@@ -212,6 +256,7 @@ export function createHubbub(options: HubbubOptions = {}): Hubbub {
       response.headers.set("sec-websocket-protocol", JSON_SUBPROTOCOL);
     }
     sockets.add(socket);
+    addresses.add(socket, address);
     const requested = checkName(admitted.name ?? "");
     const name = "name" in requested
       ? requested.name
@@ -221,11 +266,12 @@ export function createHubbub(options: HubbubOptions = {}): Hubbub {
     return response;
   }
 
-  function echo(req: Request): Response {
-    const refused = gate.echo(req);
+  function echo(req: Request, address: string | null): Response {
+    const refused = gate.echo(req, address);
     if (refused) return refused;
     const { socket, response } = Deno.upgradeWebSocket(req, { idleTimeout });
     sockets.add(socket);
+    addresses.add(socket, address);
     serveEcho(socket, { maxEchoBytes, maxBufferedBytes }, {
       untrack,
       evictSocket,
@@ -236,7 +282,7 @@ export function createHubbub(options: HubbubOptions = {}): Hubbub {
     return response;
   }
 
-  function handler(req: Request): Response {
+  function handler(req: Request, info?: Deno.ServeHandlerInfo): Response {
     const url = new URL(req.url);
     if (!url.pathname.startsWith(base)) return refusal(404, "not found");
     const path = url.pathname.slice(base.length);
@@ -258,9 +304,9 @@ export function createHubbub(options: HubbubOptions = {}): Hubbub {
             }),
         );
       case "/ws":
-        return chat(req, url);
+        return chat(req, url, clientAddress(req, info?.remoteAddr, trustProxy));
       case "/echo":
-        return echo(req);
+        return echo(req, clientAddress(req, info?.remoteAddr, trustProxy));
       case "/healthz":
         return readOnly(req, () =>
           Response.json({

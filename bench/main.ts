@@ -86,6 +86,7 @@ async function startServer(): Promise<{ proc: LineProcess; port: number }> {
     "--hostname=127.0.0.1",
     "--rate-limit=0",
     "--max-connections=100000",
+    "--max-connections-per-ip=0",
   ]);
   for (;;) {
     const m = (await proc.line()).match(/listening on http:\/\/[^:]+:(\d+)\//);

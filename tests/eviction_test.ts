@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { memory } from "../bench/memory.ts";
 import {
   connect,
   python3Missing,
@@ -20,10 +21,19 @@ async function health(http: string): Promise<{ connections: number }> {
   return await (await fetch(`${http}/healthz`)).json();
 }
 
-/** Status of a fresh upgrade attempt (its body read, nothing left open). */
-async function upgradeStatus(http: string): Promise<number> {
+/**
+ * Status of a fresh upgrade attempt (its body read, nothing left open),
+ * from `forwardedFor` when given (a server with --trust-proxy takes it).
+ */
+async function upgradeStatus(
+  http: string,
+  forwardedFor?: string,
+): Promise<number> {
   const res = await fetch(`${http}/ws?room=other`, {
-    headers: UPGRADE_HEADERS,
+    headers: {
+      ...UPGRADE_HEADERS,
+      ...(forwardedFor ? { "x-forwarded-for": forwardedFor } : {}),
+    },
   });
   await res.body?.cancel();
   return res.status;
@@ -117,6 +127,175 @@ Deno.test("ghost sockets: evicted peers that keep sending stay counted, and coun
       throw new Error(`${err.message}: ${fds} more than before`);
     });
     assert.equal(await upgradeStatus(srv.http), 101);
+  } finally {
+    await stuck?.stop();
+    await sender?.close();
+    await srv.stop();
+  }
+});
+
+/**
+ * RSS per evicted never-reading peer when the room's messages are `size`
+ * bytes, each sent in a turn of its own so that every one is a frame of its
+ * own for the stuck peers: the case where Deno's per-frame overhead, which
+ * `bufferedAmount` does not count, is the largest share.
+ */
+async function rssPerEvictedPeer(
+  size: number,
+  limit: number,
+  peers: number,
+): Promise<number> {
+  const srv = await spawnServer([
+    "--rate-limit",
+    "0",
+    "--max-buffered-bytes",
+    String(limit),
+  ]);
+  let sender: TestSocket | null = null;
+  let stuck: Awaited<ReturnType<typeof stuckPeers>> | null = null;
+  try {
+    const text = "m".repeat(size);
+    // Small messages one at a time, so each is a turn and a frame of its
+    // own; large ones a few at a time (one by one, the client's writes wait
+    // on delayed acknowledgements), still one message per frame or nearly.
+    const burst = size < 1024 ? 1 : 4;
+    // First the same traffic with nobody stuck, so that the heap has grown
+    // to its working size before the baseline is read.
+    const warm = await connect(`${srv.ws}/ws?room=warm`);
+    for (let i = 0; i < Math.min(3000, 4 * limit / size);) {
+      for (let j = 0; j < burst; j++, i++) warm.send(text);
+      await warm.waitLines(i);
+    }
+    await warm.close();
+    stuck = await stuckPeers(srv.port, "/ws?room=mem", peers);
+    sender = await connect(`${srv.ws}/ws?room=mem`);
+    // One message in flight at a time: each is its own turn and frame.
+    let sent = 0;
+    const before = (await memory(srv.child.pid)).rss;
+    while (await metric(srv.http, SLOW) < peers) {
+      if (sent >= 4 * limit / Math.min(size, 1024) + 100) {
+        throw new Error(`not evicted after ${sent} messages`);
+      }
+      for (let i = 0; i < 48; i += burst) {
+        for (let j = 0; j < burst; j++) sender.send(text);
+        await sender.waitLines(sent += burst);
+      }
+    }
+    const after = (await memory(srv.child.pid)).rss;
+    const pinned = await metric(srv.http, "hubbub_evicted_unclosed_bytes");
+    const perPeer = (after - before) / peers;
+    console.log(
+      `${size} B messages, --max-buffered-bytes ${limit}: ${sent} sent; ` +
+        `RSS ${(perPeer / 1024).toFixed(0)} KB per evicted peer; ` +
+        `counted ${(pinned / peers / 1024).toFixed(0)} KB per peer`,
+    );
+    return perPeer;
+  } finally {
+    await stuck?.stop();
+    await sender?.close();
+    await srv.stop();
+  }
+}
+
+Deno.test("an evicted peer pins about --max-buffered-bytes, with 64 B and with 4 KB messages", async () => {
+  const missing = await python3Missing();
+  if (missing) {
+    console.log(`skipped: ${missing}`);
+    return;
+  }
+  // 256 KiB keeps the test fast; EVICTION_LIMIT=1048576 measures at the
+  // default (the figures in the README).
+  const limit = Number(Deno.env.get("EVICTION_LIMIT") ?? 256 * 1024);
+  for (const size of [64, 4096]) {
+    const perPeer = await rssPerEvictedPeer(size, limit, 40);
+    // The README's bound: the limit plus one visit's frames; twice the
+    // limit leaves room for the allocator's slack.
+    assert.ok(
+      perPeer < 2 * limit,
+      `${size} B messages: ${(perPeer / 1024).toFixed(0)} KB per peer`,
+    );
+  }
+});
+
+Deno.test("evicted peers from one address cannot fill the cap for everyone (--max-connections-per-ip)", async () => {
+  const missing = await python3Missing();
+  if (missing) {
+    console.log(`skipped: ${missing}`);
+    return;
+  }
+  const srv = await spawnServer([
+    "--rate-limit",
+    "0",
+    "--max-connections",
+    "50",
+    "--max-connections-per-ip",
+    "40",
+    "--trust-proxy",
+  ]);
+  let sender: TestSocket | null = null;
+  let stuck: Awaited<ReturnType<typeof stuckPeers>> | null = null;
+  try {
+    // One address (the stuck peers' and the sender's: 127.0.0.1) takes
+    // what the per-address cap allows, and its peers are evicted.
+    stuck = await stuckPeers(srv.port, "/ws?room=cap", 39);
+    sender = await connect(`${srv.ws}/ws?room=cap`);
+    await fillUntilEvicted(srv.http, sender, 39);
+    const figures = {
+      evictedUnclosed: await metric(srv.http, UNCLOSED),
+      sameAddress: await upgradeStatus(srv.http),
+      otherAddress: await upgradeStatus(srv.http, "198.51.100.7"),
+      spoofedLeft: await upgradeStatus(srv.http, "198.51.100.7, 127.0.0.1"),
+    };
+    console.log(
+      `39 evicted peers, cap 50, 40 per address: ${JSON.stringify(figures)}`,
+    );
+    assert.deepEqual(figures, {
+      evictedUnclosed: 39,
+      sameAddress: 503,
+      otherAddress: 101,
+      spoofedLeft: 503,
+    });
+  } finally {
+    await stuck?.stop();
+    await sender?.close();
+    await srv.stop();
+  }
+});
+
+Deno.test("--max-evicted-bytes: beyond it upgrades get 503 and a log line says why, until the evicted are released", async () => {
+  const missing = await python3Missing();
+  if (missing) {
+    console.log(`skipped: ${missing}`);
+    return;
+  }
+  const srv = await spawnServer([
+    "--rate-limit",
+    "0",
+    "--max-buffered-bytes",
+    "262144",
+    "--max-evicted-bytes",
+    "4000000",
+  ]);
+  let sender: TestSocket | null = null;
+  let stuck: Awaited<ReturnType<typeof stuckPeers>> | null = null;
+  try {
+    stuck = await stuckPeers(srv.port, "/ws?room=budget", 30);
+    sender = await connect(`${srv.ws}/ws?room=budget`);
+    await fillUntilEvicted(srv.http, sender, 30);
+    await until(
+      async () =>
+        await metric(srv.http, "hubbub_evicted_unclosed_bytes") > 4000000,
+      "30 evicted peers pin more than the budget",
+    );
+    assert.equal(await upgradeStatus(srv.http), 503);
+    assert.match(srv.stderr(), /shedding load.*max-evicted-bytes/);
+    await stuck.command("close");
+    await until(
+      async () => await metric(srv.http, UNCLOSED) === 0,
+      "evicted sockets released",
+    );
+    assert.equal(await upgradeStatus(srv.http), 101);
+    assert.match(srv.stderr(), /load shedding ended/);
   } finally {
     await stuck?.stop();
     await sender?.close();

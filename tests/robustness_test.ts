@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { clientAddress } from "../addresses.ts";
 import { offeredProtocols } from "../gate.ts";
 import { JSON_SUBPROTOCOL } from "../protocol.ts";
 import {
@@ -133,3 +134,26 @@ Deno.test("a reply never overtakes a room event queued before it", () =>
       conn.close();
     }
   }));
+
+Deno.test("clientAddress: the TCP peer, or with --trust-proxy the address the proxy appended", () => {
+  const remote: Deno.NetAddr = {
+    transport: "tcp",
+    hostname: "10.0.0.2",
+    port: 4000,
+  };
+  const req = (xff?: string) =>
+    new Request("http://h/ws", {
+      headers: xff === undefined ? {} : { "x-forwarded-for": xff },
+    });
+  assert.equal(clientAddress(req(), remote, false), "10.0.0.2");
+  assert.equal(clientAddress(req("203.0.113.9"), remote, false), "10.0.0.2");
+  assert.equal(clientAddress(req("203.0.113.9"), remote, true), "203.0.113.9");
+  // A client may send its own X-Forwarded-For; the proxy appends the
+  // address it saw, so only the right-most entry is the proxy's word.
+  assert.equal(
+    clientAddress(req("1.1.1.1, 203.0.113.9"), remote, true),
+    "203.0.113.9",
+  );
+  assert.equal(clientAddress(req(" , "), remote, true), "10.0.0.2");
+  assert.equal(clientAddress(req(), undefined, false), null);
+});

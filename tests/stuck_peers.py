@@ -1,9 +1,9 @@
 """Never-reading WebSocket peers for the eviction tests.
 
-Deno.connect cannot set SO_RCVBUF, and on loopback the kernel absorbs
-megabytes per connection when the peer's receive buffer is left to grow;
-with a 4 KiB receive buffer the server's unsent data stays in the server,
-where the tests can see it.
+Deno.connect cannot set socket options, and on loopback the kernel absorbs
+megabytes per connection; with a 4 KiB receive buffer and an Ethernet-sized
+segment the server's unsent data stays in the server process, where the
+tests can see it.
 
 usage: python3 stuck_peers.py PORT PATH COUNT [SUBPROTOCOL]
 
@@ -21,11 +21,17 @@ import struct
 import sys
 
 RCVBUF = 4096
+# The MSS this peer announces, and so the segment size the server sends it.
+# Linux sizes a connection's send buffer from its segment size: at
+# loopback's 64K the server's kernel took in megabytes per stuck peer, as
+# if it were reading; at an Ethernet-sized segment it takes in tens of KB.
+MSS = 1448
 
 
 def handshake(port, path, protocol):
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, MSS)
     s.connect(("127.0.0.1", port))
     key = base64.b64encode(os.urandom(16)).decode()
     lines = [

@@ -47,6 +47,8 @@ export interface ChatAdmission {
 }
 
 const WHOLE_NUMBER = /^\d{1,15}$/;
+/** RFC 6455 4.1: a random 16-byte value, base64-encoded (24 characters). */
+const WEBSOCKET_KEY = /^[A-Za-z0-9+/]{22}==$/;
 const EPOCH = /^[A-Za-z0-9-]{1,36}$/;
 
 /** Decides, before any upgrade, whether a socket may open. */
@@ -147,8 +149,10 @@ function upgradeProblem(req: Request): string | null {
   if (req.headers.get("sec-websocket-version") !== "13") {
     return "Sec-WebSocket-Version must be 13";
   }
-  if (!req.headers.get("sec-websocket-key")) {
-    return "missing Sec-WebSocket-Key";
+  const key = req.headers.get("sec-websocket-key");
+  if (!key) return "missing Sec-WebSocket-Key";
+  if (!WEBSOCKET_KEY.test(key)) {
+    return "Sec-WebSocket-Key must be 16 bytes in base64";
   }
   return null;
 }

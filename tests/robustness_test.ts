@@ -4,9 +4,14 @@ import { offeredProtocols } from "../gate.ts";
 import { JSON_SUBPROTOCOL } from "../protocol.ts";
 import {
   clientFrame,
+  connect,
+  rawHandshake,
   rawRequest,
   readFrame,
   spawnServer,
+  until,
+  UPGRADE_HEADERS,
+  within,
   withServer,
 } from "./helpers.ts";
 
@@ -157,3 +162,42 @@ Deno.test("clientAddress: the TCP peer, or with --trust-proxy the address the pr
   assert.equal(clientAddress(req(" , "), remote, true), "10.0.0.2");
   assert.equal(clientAddress(req(), undefined, false), null);
 });
+
+Deno.test("a Sec-WebSocket-Key that is not 16 bytes in base64 gets 400", () =>
+  withServer(async (srv) => {
+    for (
+      const key of ["abc", "dGhlIHNhbXBsZSBub25jZQ", "dGhlIHNhbXBsZSBub25jZXM="]
+    ) {
+      const res = await fetch(`${srv.http}/ws`, {
+        headers: { ...UPGRADE_HEADERS, "sec-websocket-key": key },
+      });
+      assert.equal(res.status, 400, key);
+      assert.match(await res.text(), /Sec-WebSocket-Key/);
+    }
+  }));
+
+Deno.test("a TCP drop is counted as close code 1006", () =>
+  withServer(async (srv) => {
+    const conn = await rawHandshake(srv.port, "/ws");
+    await until(
+      async () =>
+        (await (await fetch(`${srv.http}/healthz`)).json()).connections === 1,
+      "connected",
+    );
+    conn.close();
+    await until(async () => {
+      const text = await (await fetch(`${srv.http}/metrics`)).text();
+      return text.includes('hubbub_closes_total{code="1006"} 1');
+    }, "a close counted as 1006");
+  }));
+
+Deno.test("a flooder past the rate limit sees close 1008, not a reset", () =>
+  withServer(async (srv) => {
+    const flooder = await connect(`${srv.ws}/ws`, JSON_SUBPROTOCOL);
+    for (let i = 0; i < 300; i++) {
+      flooder.send(JSON.stringify({ type: "message", text: `f${i}` }));
+    }
+    const ev = await within(flooder.closed, "close");
+    assert.equal(ev.code, 1008);
+    assert.equal(ev.reason, "rate limit exceeded");
+  }, { rateLimit: 20, rateBurst: 40 }));

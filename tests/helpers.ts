@@ -403,7 +403,16 @@ export async function spawnServer(
   const env = Deno.env.toObject();
   delete env.DENO_USE_WRITEV;
   const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", ...denoFlags, MAIN, "--hostname", "127.0.0.1", ...args],
+    args: [
+      "run",
+      ...denoFlags,
+      MAIN,
+      "--hostname",
+      "127.0.0.1",
+      // Port 0 unless given: 8080 may be anyone's on a shared machine.
+      ...(args.some((a) => a.startsWith("--port")) ? [] : ["--port", "0"]),
+      ...args,
+    ],
     clearEnv: true,
     env,
     stdout: "piped",

@@ -201,3 +201,20 @@ Deno.test("a flooder past the rate limit sees close 1008, not a reset", () =>
     assert.equal(ev.code, 1008);
     assert.equal(ev.reason, "rate limit exceeded");
   }, { rateLimit: 20, rateBurst: 40 }));
+
+Deno.test("--max-memory: past it new upgrades get 503 and a log line says why; the page stays up", async () => {
+  const srv = await spawnServer(["--max-memory", "1"]);
+  try {
+    const res = await fetch(`${srv.ws.replace("ws:", "http:")}/ws`, {
+      headers: UPGRADE_HEADERS,
+    });
+    assert.equal(res.status, 503);
+    assert.match(await res.text(), /--max-memory/);
+    const page = await fetch(`${srv.http}/`);
+    await page.body?.cancel();
+    assert.equal(page.status, 200);
+  } finally {
+    await srv.stop();
+  }
+  assert.match(srv.stderr(), /WARN shedding load: upgrades get 503 reason=/);
+});

@@ -11,6 +11,7 @@ Opens COUNT connections to PATH, completes each handshake, prints "ready",
 then obeys one command per stdin line and prints "done" after each:
   send TEXT   every peer sends TEXT as one masked text frame
   close       every peer closes its TCP connection (no close frame)
+  shutdown    every peer half-closes (FIN) and goes on not reading
 EOF on stdin closes them all and exits.
 """
 
@@ -83,6 +84,9 @@ def main():
             for s in peers:
                 # Never blocks for long: the server reads whatever it is sent.
                 s.sendall(frame)
+        elif command == "shutdown":
+            for s in peers:
+                s.shutdown(socket.SHUT_WR)
         elif command == "close":
             for s in peers:
                 s.close()

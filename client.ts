@@ -60,8 +60,8 @@ export interface ClientContext {
     reason: EvictionReason,
     code: number,
     text: string,
-    inFlight: InFlight | null,
     client?: number,
+    inFlight?: InFlight,
   ): void;
   /** Closes a socket for a protocol violation, once that is safe. */
   closeSocket(socket: WebSocket, code: number, text: string): void;
@@ -147,8 +147,8 @@ export class Client implements Member {
       reason,
       code,
       text,
-      this.inFlight,
       this.id,
+      this.inFlight,
     );
   }
 

@@ -29,7 +29,8 @@ export interface EchoTracking {
     reason: EvictionReason,
     code: number,
     text: string,
-    inFlight: InFlight,
+    client?: number,
+    inFlight?: InFlight,
   ): void;
   /** Closes a socket for a protocol violation, once that is safe. */
   closeSocket(socket: WebSocket, code: number, text: string): void;
@@ -71,6 +72,7 @@ export function serveEcho(
         "slow_consumer",
         1008,
         "slow consumer",
+        undefined,
         inFlight,
       );
     } else {

@@ -196,8 +196,8 @@ export function createHubbub(options: HubbubOptions = {}): Hubbub {
     reason: EvictionReason,
     code: number,
     text: string,
-    inFlight: InFlight | null = null,
     client?: number,
+    inFlight: InFlight | null = null,
   ): void {
     metrics.evicted(reason);
     const buffered = socket.bufferedAmount;

@@ -472,9 +472,19 @@ export class Hub {
     member.cursor = end;
     if (own === null) {
       if (from === end) return 0;
-      return this.#send(member, this.#slice(room, member, from, end));
+      // The hot path: the shared batch as it is, nothing allocated.
+      const batch = this.#batch(room, from, end);
+      return member.json
+        ? this.#send(member, batch.json, batch.jsonBytes, batch.jsonMessages)
+        : this.#send(
+          member,
+          batch.plain,
+          batch.plainBytes,
+          batch.plainMessages,
+        );
     }
-    return this.#send(member, this.#interleave(room, member, own, from, end));
+    const out = this.#interleave(room, member, own, from, end);
+    return this.#send(member, out.frames, out.bytes, out.messages);
   }
 
   /**
@@ -584,11 +594,16 @@ export class Hub {
   }
 
   /**
-   * Sends `out` unless the member is already too far behind or the hub has
-   * stopped. Returns the number of frames sent.
+   * Sends `frames` (`bytes` of payload, `messages` chat messages) unless the
+   * member is already too far behind or the hub has stopped. Returns the
+   * number of frames sent.
    */
-  #send(member: Member, out: Frames): number {
-    const { frames, bytes, messages } = out;
+  #send(
+    member: Member,
+    frames: readonly string[],
+    bytes: number,
+    messages: number,
+  ): number {
     if (frames.length === 0 || this.#stopped) return 0;
     const socket = member.socket;
     if (socket.readyState !== WebSocket.OPEN) return 0;

@@ -53,8 +53,10 @@ export class InFlight {
       this.#queued -= this.#frames[this.#head++];
     }
     if (this.#head === this.#ends.length) {
-      this.#ends = [];
-      this.#frames = [];
+      // The usual case at every visit of a member that keeps up: reuse the
+      // arrays rather than allocate new ones.
+      this.#ends.length = 0;
+      this.#frames.length = 0;
       this.#head = 0;
     } else if (this.#head > 64 && this.#head * 2 > this.#ends.length) {
       this.#ends = this.#ends.slice(this.#head);

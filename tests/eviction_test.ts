@@ -302,3 +302,44 @@ Deno.test("--max-evicted-bytes: beyond it upgrades get 503 and a log line says w
     await srv.stop();
   }
 });
+
+Deno.test("ghost sockets on /echo: evicted peers that keep sending stay counted until they are gone", async () => {
+  const missing = await python3Missing();
+  if (missing) {
+    console.log(`skipped: ${missing}`);
+    return;
+  }
+  const peers = 20;
+  const srv = await spawnServer(["--max-connections", String(peers)]);
+  let stuck: Awaited<ReturnType<typeof stuckPeers>> | null = null;
+  try {
+    stuck = await stuckPeers(srv.port, "/echo", peers);
+    // Each peer asks for 2.4 MB back and reads none of it.
+    await stuck.command("flood 300 8000");
+    await until(
+      async () => await metric(srv.http, SLOW) === peers,
+      "every echo peer evicted",
+    );
+    await stuck.command("send still here");
+    await until(
+      async () =>
+        await metric(srv.http, 'hubbub_closes_total{code="0"}') +
+            await metric(srv.http, 'hubbub_closes_total{code="1006"}') +
+            await metric(srv.http, "hubbub_evicted_frames_discarded_total") >=
+          peers,
+      "the server read the evicted peers' frames",
+    );
+    assert.equal((await health(srv.http)).connections, 0);
+    assert.equal(await metric(srv.http, UNCLOSED), peers);
+    assert.equal(await upgradeStatus(srv.http), 503);
+    await stuck.command("close");
+    await until(
+      async () => await metric(srv.http, UNCLOSED) === 0,
+      "evicted echo sockets released once their peers are gone",
+    );
+    assert.equal(await upgradeStatus(srv.http), 101);
+  } finally {
+    await stuck?.stop();
+    await srv.stop();
+  }
+});

@@ -10,6 +10,7 @@ usage: python3 stuck_peers.py PORT PATH COUNT [SUBPROTOCOL]
 Opens COUNT connections to PATH, completes each handshake, prints "ready",
 then obeys one command per stdin line and prints "done" after each:
   send TEXT   every peer sends TEXT as one masked text frame
+  flood N B   every peer sends N text frames of B bytes
   close       every peer closes its TCP connection (no close frame)
   shutdown    every peer half-closes (FIN) and goes on not reading
 EOF on stdin closes them all and exits.
@@ -84,6 +85,12 @@ def main():
             for s in peers:
                 # Never blocks for long: the server reads whatever it is sent.
                 s.sendall(frame)
+        elif command == "flood":
+            n, size = (int(x) for x in arg.split())
+            frame = text_frame("f" * size)
+            for s in peers:
+                for _ in range(n):
+                    s.sendall(frame)
         elif command == "shutdown":
             for s in peers:
                 s.shutdown(socket.SHUT_WR)

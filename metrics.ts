@@ -73,10 +73,12 @@ export class Metrics {
         out.push(`${name}${labels} ${value}`);
       }
     };
-    metric("hubbub_connections", "gauge", "Open WebSocket connections.", [[
-      "",
-      gauges.connections,
-    ]]);
+    metric(
+      "hubbub_connections",
+      "gauge",
+      "WebSocket connections being served (not those being let go).",
+      [["", gauges.connections]],
+    );
     metric("hubbub_rooms", "gauge", "Rooms with at least one member.", [[
       "",
       gauges.rooms,

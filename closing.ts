@@ -61,6 +61,8 @@ interface Held {
 export class ClosingSockets {
   readonly #held = new Map<WebSocket, Held>();
   #timer: ReturnType<typeof setInterval> | null = null;
+  /** Set by {@link stop}: no timer may start after it. */
+  #stopped = false;
 
   /** Sockets given up on and not yet released. */
   get size(): number {
@@ -90,6 +92,11 @@ export class ClosingSockets {
     inFlight: InFlight | null = null,
   ): void {
     if (this.#held.has(socket) || socket.readyState !== WebSocket.OPEN) return;
+    if (this.#stopped) {
+      // Shutting down: every socket is being closed anyway.
+      socket.close(code, reason);
+      return;
+    }
     const now = performance.now();
     const held: Held = {
       code,
@@ -119,6 +126,7 @@ export class ClosingSockets {
 
   /** Stops watching (the instance is shutting down). */
   stop(): void {
+    this.#stopped = true;
     this.#stopTimer();
   }
 

@@ -1,8 +1,11 @@
 import assert from "node:assert/strict";
 import { memory } from "../bench/memory.ts";
 import {
+  clientFrame,
   connect,
   python3Missing,
+  rawHandshake,
+  readFrame,
   spawnServer,
   stuckPeers,
   type TestSocket,
@@ -340,6 +343,49 @@ Deno.test("ghost sockets on /echo: evicted peers that keep sending stay counted 
     assert.equal(await upgradeStatus(srv.http), 101);
   } finally {
     await stuck?.stop();
+    await srv.stop();
+  }
+});
+
+Deno.test("an evicted reader that catches up gets close 1008 after everything queued before it", async () => {
+  const srv = await spawnServer([
+    "--rate-limit",
+    "0",
+    "--max-buffered-bytes",
+    "65536",
+  ]);
+  let sender: TestSocket | null = null;
+  let slow: Deno.TcpConn | null = null;
+  try {
+    slow = await rawHandshake(srv.port, "/ws?room=slow");
+    sender = await connect(`${srv.ws}/ws?room=slow`);
+    const sent = await fillUntilEvicted(srv.http, sender, 1);
+    // It reads now: first every message it was sent, then the close.
+    const texts: string[] = [];
+    let close: Uint8Array | null = null;
+    while (close === null) {
+      const frame = await readFrame(slow);
+      if (frame === null) throw new Error("connection ended without a close");
+      if (frame.opcode === 8) close = frame.payload;
+      else texts.push(...new TextDecoder().decode(frame.payload).split("\n"));
+    }
+    const code = new DataView(close.buffer, close.byteOffset).getUint16(0);
+    const reason = new TextDecoder().decode(close.subarray(2));
+    console.log(
+      `evicted after ${sent} messages; read ${texts.length}, then ${code} ${reason}`,
+    );
+    assert.equal(code, 1008);
+    assert.equal(reason, "slow consumer");
+    assert.ok(texts.every((t, i) => t.startsWith(`${i} `)), "in order");
+    // It answers the close, as a client does: the handshake completes.
+    await slow.write(clientFrame(8, close));
+    await until(
+      async () => await metric(srv.http, UNCLOSED) === 0,
+      "the evicted socket released",
+    );
+  } finally {
+    slow?.close();
+    await sender?.close();
     await srv.stop();
   }
 });

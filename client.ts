@@ -36,6 +36,8 @@ export interface JoinRequest {
   room: string;
   /** Wanted display name (may get a suffix in the room). */
   name: string;
+  /** The token's `sub` when auth is on; its sockets are one person. */
+  user?: string;
   /** Last seq the client saw, for reconnects. */
   since?: number;
   /** The room epoch that `since` belongs to. */
@@ -54,6 +56,8 @@ export interface ClientContext {
   limits: ClientLimits;
   /** Called once when the socket has closed, with its close code. */
   untrack(socket: WebSocket, code: number): void;
+  /** Checks a fresh token the client sent; answers with an error if bad. */
+  refreshToken(client: Client, token: string): void;
   /** Counts, logs and closes a socket the server gave up on. */
   evictSocket(
     socket: WebSocket,
@@ -63,11 +67,22 @@ export interface ClientContext {
     client?: number,
     inFlight?: InFlight,
   ): void;
-  /** Closes a socket for a protocol violation, once that is safe. */
-  closeSocket(socket: WebSocket, code: number, text: string): void;
+  /** Closes a socket the server is done with, once that is safe. */
+  closeSocket(
+    socket: WebSocket,
+    code: number,
+    text: string,
+    inFlight?: InFlight,
+  ): void;
   /** Takes note of a frame from a socket being let go, and drops it. */
   discard(socket: WebSocket): void;
 }
+
+/**
+ * Frames a client may send before it is in its room (the join waits for
+ * the relay); more is a flood, not a person typing.
+ */
+const EARLY_FRAMES = 64;
 
 let nextId = 1;
 
@@ -76,6 +91,7 @@ export class Client implements Member {
   readonly id = nextId++;
   readonly socket: WebSocket;
   readonly json: boolean;
+  readonly user: string | undefined;
   name: string;
   room: Room | null = null;
   outbox: OwnLine[] | null = null;
@@ -89,6 +105,11 @@ export class Client implements Member {
   #refilledAt = 0;
   /** Messages refused since the last accepted one. */
   #refused = 0;
+  /**
+   * Frames that arrived while the hub was still joining this client (with
+   * `--redis` a room may first have to be loaded); null once joined.
+   */
+  #early: unknown[] | null = [];
 
   /** Binds to `socket` and joins the hub once the socket opens. */
   constructor(
@@ -100,6 +121,7 @@ export class Client implements Member {
     this.socket = socket;
     this.json = json;
     this.name = join.name;
+    this.user = join.user;
     this.#join = join;
     this.#ctx = ctx;
     this.#tokens = ctx.limits.rateBurst;
@@ -138,6 +160,9 @@ export class Client implements Member {
 
   /** Called by the hub after it removed this client against its will. */
   evicted(reason: EvictionReason, code: number, text: string): void {
+    // Evicted while still being admitted: nothing early is replayed, and
+    // what arrives from now on is discarded.
+    this.#early = null;
     // The hub no longer knows this client and queues nothing more for it;
     // until Deno reports the close, what stays pinned is this small object
     // and the socket's queue, bounded by --max-buffered-bytes (counting
@@ -152,11 +177,25 @@ export class Client implements Member {
     );
   }
 
+  /** Called by the hub once this client is in its room. */
+  joined(): void {
+    const early = this.#early;
+    this.#early = null;
+    for (const data of early ?? []) this.#onMessage(data);
+  }
+
   #onMessage(data: unknown): void {
     if (!this.room) {
-      // Evicted or closed by us: the socket stays open until its queue
-      // drains (closing.ts); what it sends meanwhile is dropped.
-      this.#ctx.discard(this.socket);
+      if (this.#early === null) {
+        // Evicted or closed by us: the socket stays open until its queue
+        // drains (closing.ts); what it sends meanwhile is dropped.
+        this.#ctx.discard(this.socket);
+      } else if (this.#early.length >= EARLY_FRAMES) {
+        this.#closeNow(1008, "too many messages before joining");
+      } else {
+        // Still being admitted (the join may wait for the relay).
+        this.#early.push(data);
+      }
       return;
     }
     const { hub, limits } = this.#ctx;
@@ -185,7 +224,15 @@ export class Client implements Member {
         hub.publish(this, msg.text);
         return;
       case "nick":
-        hub.rename(this, msg.name);
+        if (this.user === undefined) hub.rename(this, msg.name);
+        else {hub.sendError(
+            this,
+            "auth_name",
+            "your name comes from your token",
+          );}
+        return;
+      case "token":
+        this.#ctx.refreshToken(this, msg.token);
         return;
       case "who":
         hub.who(this);
@@ -226,10 +273,16 @@ export class Client implements Member {
     return false;
   }
 
+  /** Called by the hub (or its relay) once it let this client go. */
+  close(code: number, text: string): void {
+    this.#early = null;
+    this.#ctx.closeSocket(this.socket, code, text, this.inFlight);
+  }
+
   /** Leaves the hub and closes; for protocol violations by the peer. */
   #closeNow(code: number, reason: string): void {
     this.#ctx.hub.leave(this);
-    this.#ctx.closeSocket(this.socket, code, reason);
+    this.close(code, reason);
   }
 
   /**

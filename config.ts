@@ -48,6 +48,22 @@ export interface Config {
   logFormat: LogFormat;
   /** Seconds a graceful shutdown may take before the process exits anyway. */
   shutdownTimeout: number;
+  /** HS256 secret; auth is on when this or `jwtJwksUrl` is set. */
+  jwtSecret: string | undefined;
+  /** URL of the JSON Web Key Set with the RS256/ES256 keys. */
+  jwtJwksUrl: string | undefined;
+  /** Required `aud` claim. */
+  jwtAudience: string | undefined;
+  /** Required `iss` claim. */
+  jwtIssuer: string | undefined;
+  /** PEM certificate chain file; with `key`, serves https and wss. */
+  cert: string | undefined;
+  /** PEM private key file of `cert`. */
+  key: string | undefined;
+  /** Redis URL that joins instances into one chat; "" for none. */
+  redis: string;
+  /** Seconds an instance's members stay listed elsewhere without renewal. */
+  redisPresenceTtl: number;
 }
 
 /** Turns a flag's raw text into its setting; `source` names it in errors. */
@@ -173,6 +189,55 @@ const FLAGS: { [K in keyof Config]: FlagSpec<Config[K]> } = {
     help: "seconds a graceful shutdown may take",
     parse: toNumber,
   },
+  jwtSecret: {
+    flag: "jwt-secret",
+    default: "",
+    help: "HS256 secret: turns auth on; better passed as HUBBUB_JWT_SECRET, " +
+      "as flags show in ps",
+    parse: toOptional,
+  },
+  jwtJwksUrl: {
+    flag: "jwt-jwks-url",
+    default: "",
+    help: "URL of a JWKS with RS256/ES256 keys: turns auth on",
+    parse: toHttpUrl,
+  },
+  jwtAudience: {
+    flag: "jwt-audience",
+    default: "",
+    help: "required aud claim of tokens",
+    parse: toOptional,
+  },
+  jwtIssuer: {
+    flag: "jwt-issuer",
+    default: "",
+    help: "required iss claim of tokens",
+    parse: toOptional,
+  },
+  cert: {
+    flag: "cert",
+    default: "",
+    help: "PEM certificate (chain) file: serves https/wss, needs --key",
+    parse: toOptional,
+  },
+  key: {
+    flag: "key",
+    default: "",
+    help: "PEM private key file of --cert",
+    parse: toOptional,
+  },
+  redis: {
+    flag: "redis",
+    default: "",
+    help: "redis:// or rediss:// URL joining instances into one chat",
+    parse: toRedisUrl,
+  },
+  redisPresenceTtl: {
+    flag: "redis-presence-ttl",
+    default: "15",
+    help: "seconds a dead instance's members stay listed (with --redis)",
+    parse: toPositive,
+  },
 };
 
 /** The table's entries in `--help` order. */
@@ -249,6 +314,13 @@ export function parseConfig(
       `${source("rate-burst")}: must be at least 1 while the rate limit is on`,
     );
   }
+  if ((config.cert === undefined) !== (config.key === undefined)) {
+    throw new ConfigError(
+      config.cert === undefined
+        ? `${source("key")} needs --cert too`
+        : `${source("cert")} needs --key too`,
+    );
+  }
   return { kind: "run", config };
 }
 
@@ -279,6 +351,12 @@ function toNumber(raw: string, source: string): number {
   return Number(raw);
 }
 
+function toPositive(raw: string, source: string): number {
+  const n = toNumber(raw, source);
+  if (n === 0) throw new ConfigError(`${source}: must be more than 0`);
+  return n;
+}
+
 function toText(raw: string, source: string): string {
   if (raw === "") throw new ConfigError(`${source}: must not be empty`);
   return raw;
@@ -289,6 +367,39 @@ function toBoolean(raw: string, source: string): boolean {
   if (value === "true" || value === "1") return true;
   if (value === "false" || value === "0") return false;
   throw new ConfigError(`${source}: expected true or false, got "${raw}"`);
+}
+
+/** An optional setting: empty means not set. */
+function toOptional(raw: string): string | undefined {
+  return raw === "" ? undefined : raw;
+}
+
+function toHttpUrl(raw: string, source: string): string | undefined {
+  if (raw === "") return undefined;
+  let url: URL;
+  try {
+    url = new URL(raw);
+  } catch {
+    throw new ConfigError(`${source}: "${raw}" is not a URL`);
+  }
+  if (url.protocol !== "https:" && url.protocol !== "http:") {
+    throw new ConfigError(`${source}: expected an http(s) URL, got "${raw}"`);
+  }
+  return url.href;
+}
+
+function toRedisUrl(raw: string, source: string): string {
+  if (raw === "") return "";
+  let url: URL;
+  try {
+    url = new URL(raw);
+  } catch {
+    throw new ConfigError(`${source}: "${raw}" is not a URL`);
+  }
+  if (url.protocol !== "redis:" && url.protocol !== "rediss:") {
+    throw new ConfigError(`${source}: expected redis:// or rediss://`);
+  }
+  return raw;
 }
 
 function toLogFormat(raw: string, source: string): LogFormat {
@@ -326,6 +437,7 @@ export function helpText(): string {
     "hubbub: a real-time WebSocket chat server",
     "",
     "usage: hubbub [flags]",
+    "       hubbub connect [flags] URL   (the client: hubbub connect --help)",
     "",
     "flags (each also read from its environment variable):",
   ];

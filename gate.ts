@@ -1,7 +1,7 @@
 /**
  * The gate a socket passes before its upgrade: a well-formed WebSocket
- * request, an allowed origin, valid room and recovery parameters, and room
- * under the connection caps. Every check that can refuse a socket lives
+ * request, an allowed origin, valid room and recovery parameters, a valid
+ * token when auth is on, and room under the connection caps. Every check that can refuse a socket lives
  * here, so the routes in `mod.ts` only upgrade what the gate admitted, and a
  * refusal is always an HTTP answer with a plain-text reason, never a half
  * open socket.
@@ -9,8 +9,34 @@
  * @module
  */
 
+import {
+  type Auth,
+  type AuthFailure,
+  type Identity,
+  isAuthFailure,
+  ROOM_REFUSED,
+  roomAllowed,
+} from "./auth.ts";
+import type { Logger } from "./log.ts";
 import type { Metrics } from "./metrics.ts";
 import { DEFAULT_ROOM, isRoomName, JSON_SUBPROTOCOL } from "./protocol.ts";
+
+/**
+ * A `Sec-WebSocket-Protocol` entry carrying a token: `bearer.<JWT>`. A
+ * browser cannot set headers on a WebSocket, and a token in the URL ends up
+ * in logs; this entry is the one place a page can put it otherwise.
+ */
+const BEARER_PREFIX = "bearer.";
+
+/**
+ * A token-free entry the server selects when a client offers it beside
+ * `bearer.<JWT>` and no `hubbub.v1`. Browsers fail a handshake whose answer
+ * selects none of the protocols they offered, and the token entry itself is
+ * never echoed; so a browser using the plain protocol or `/echo` offers
+ * `["bearer", "bearer.<JWT>"]`. A client offering only the token entry gets
+ * no protocol selected, which non-browser clients accept.
+ */
+export const BEARER_PROTOCOL = "bearer";
 
 /** What the gate needs to know of the instance it guards. */
 export interface GateOptions {
@@ -26,6 +52,10 @@ export interface GateOptions {
   shed(): string | null;
   /** Counters for refusals. */
   metrics: Metrics;
+  /** Token verification; null when auth is off. */
+  auth: Auth | null;
+  /** Where refusals by auth are logged. */
+  logger: Logger;
   /** Sockets currently held, for the cap. */
   connections(): number;
   /** True once shutdown began. */
@@ -38,14 +68,30 @@ export interface ChatAdmission {
   room: string;
   /** Whether the client offered the JSON subprotocol. */
   json: boolean;
+  /** The subprotocol to select in the handshake, if any. */
+  protocol: string | null;
   /** The name asked for with `?name=`, unchecked; null when absent. */
   name: string | null;
+  /** Who the token says the client is; null when auth is off. */
+  identity: Identity | null;
   /** Last seq the client saw, for reconnects. */
   since?: number;
   /** The room epoch `since` belongs to. */
   epoch?: string;
 }
 
+/** An `/echo` socket the gate let through. */
+export interface EchoAdmission {
+  /** The subprotocol to select in the handshake, if any. */
+  protocol: string | null;
+  /** Who the token says the client is; null when auth is off. */
+  identity: Identity | null;
+}
+
+/** What a gate check gives: synchronous unless a token must be verified. */
+export type Admitted<T> = T | Response | Promise<T | Response>;
+
+const ROOM_RULE = "room must be 1-64 characters of A-Z a-z 0-9 _ . -";
 const WHOLE_NUMBER = /^\d{1,15}$/;
 /** RFC 6455 4.1: a random 16-byte value, base64-encoded (24 characters). */
 const WEBSOCKET_KEY = /^[A-Za-z0-9+/]{22}==$/;
@@ -68,13 +114,11 @@ export class Gate {
     req: Request,
     url: URL,
     address: string | null = null,
-  ): ChatAdmission | Response {
+  ): Admitted<ChatAdmission> {
     const bad = upgradeProblem(req);
     if (bad) return refusal(400, bad);
     const room = url.searchParams.get("room") ?? DEFAULT_ROOM;
-    if (!isRoomName(room)) {
-      return refusal(400, "room must be 1-64 characters of A-Z a-z 0-9 _ . -");
-    }
+    if (!isRoomName(room)) return refusal(400, ROOM_RULE);
     const sinceRaw = url.searchParams.get("since");
     if (sinceRaw !== null && !WHOLE_NUMBER.test(sinceRaw)) {
       return refusal(400, "since must be a whole number >= 0");
@@ -83,31 +127,111 @@ export class Gate {
     if (epoch !== undefined && !EPOCH.test(epoch)) {
       return refusal(400, "epoch must be the one from the welcome");
     }
-    const refused = this.#access(req, address);
-    if (refused) return refused;
-    return {
-      room,
-      json: offeredProtocols(req.headers.get("sec-websocket-protocol"))
-        .includes(JSON_SUBPROTOCOL),
-      name: url.searchParams.get("name"),
-      ...(sinceRaw === null ? {} : { since: Number(sinceRaw) }),
-      ...(epoch === undefined ? {} : { epoch }),
-    };
-  }
-
-  /** Admits an `/echo` request from `address` (null), or answers why not. */
-  echo(req: Request, address: string | null = null): Response | null {
-    const bad = upgradeProblem(req);
-    if (bad) return refusal(400, bad);
-    return this.#access(req, address);
-  }
-
-  /** The checks every socket route shares, after the request is valid. */
-  #access(req: Request, address: string | null): Response | null {
-    const opts = this.#opts;
-    if (!originAllowed(req, opts.allowOrigin)) {
+    if (!originAllowed(req, this.#opts.allowOrigin)) {
       return refusal(403, "origin not allowed");
     }
+    const offered = offeredProtocols(req.headers.get("sec-websocket-protocol"));
+    const json = offered.includes(JSON_SUBPROTOCOL);
+    const name = url.searchParams.get("name");
+    return this.#admit(url, address, offered, room, (identity) => ({
+      room,
+      json,
+      protocol: selectedProtocol(offered, json),
+      name,
+      identity,
+      ...(sinceRaw === null ? {} : { since: Number(sinceRaw) }),
+      ...(epoch === undefined ? {} : { epoch }),
+    }));
+  }
+
+  /**
+   * Admits an `/echo` request from `address` (null when unknown), or
+   * answers why not.
+   */
+  echo(
+    req: Request,
+    url: URL,
+    address: string | null = null,
+  ): Admitted<EchoAdmission> {
+    const bad = upgradeProblem(req);
+    if (bad) return refusal(400, bad);
+    if (!originAllowed(req, this.#opts.allowOrigin)) {
+      return refusal(403, "origin not allowed");
+    }
+    const offered = offeredProtocols(req.headers.get("sec-websocket-protocol"));
+    return this.#admit(url, address, offered, null, (identity) => ({
+      protocol: selectedProtocol(offered, false),
+      identity,
+    }));
+  }
+
+  /**
+   * Answers `GET /auth`: whether auth is on and, if so, whether the
+   * `Authorization: Bearer` token would open a socket (to `?room=` when
+   * given), with the same refusal an upgrade would get. A check, so it is
+   * neither counted nor logged as a refusal.
+   */
+  authCheck(req: Request, url: URL): Response | Promise<Response> {
+    if (!originAllowed(req, this.#opts.allowOrigin)) {
+      return refusal(403, "origin not allowed");
+    }
+    const room = url.searchParams.get("room");
+    if (room !== null && !isRoomName(room)) return refusal(400, ROOM_RULE);
+    const auth = this.#opts.auth;
+    if (!auth) return noStoreJson({ auth: false });
+    const header = req.headers.get("authorization") ?? "";
+    const token = /^Bearer +(\S+)\s*$/i.exec(header)?.[1] ?? null;
+    return auth.verify(token).then((verdict) => {
+      const checked = withRoom(verdict, room);
+      if (isAuthFailure(checked)) return authRefusal(checked);
+      return noStoreJson({
+        auth: true,
+        name: checked.name,
+        exp: checked.expires === null ? null : checked.expires / 1000,
+      });
+    });
+  }
+
+  /**
+   * Auth, when on, then the instance's state and caps; `admit` builds the
+   * admission. Without auth nothing here awaits, so an auth-less server
+   * upgrades in the same turn as before.
+   */
+  #admit<T>(
+    url: URL,
+    address: string | null,
+    offered: string[],
+    room: string | null,
+    admit: (identity: Identity | null) => T,
+  ): Admitted<T> {
+    const auth = this.#opts.auth;
+    if (!auth) return this.#capacity(address) ?? admit(null);
+    const token = url.searchParams.get("token") ?? bearerToken(offered);
+    return auth.verify(token).then((verdict) => {
+      const checked = withRoom(verdict, room);
+      if (isAuthFailure(checked)) return this.#refuse(checked, url, room);
+      return this.#capacity(address) ?? admit(checked);
+    });
+  }
+
+  /** Counts and logs a refusal by auth (never the token) and answers it. */
+  #refuse(failure: AuthFailure, url: URL, room: string | null): Response {
+    this.#opts.metrics.authFailed(failure.reason);
+    this.#opts.logger.log("warn", "auth refused", {
+      reason: failure.reason,
+      status: failure.status,
+      path: url.pathname,
+      ...(room === null ? {} : { room }),
+    });
+    return authRefusal(failure);
+  }
+
+  /**
+   * Shutdown, the connection caps (total and per address) and load
+   * shedding: checked last, just before upgrading.
+   */
+  #capacity(address: string | null): Response | null {
+    const opts = this.#opts;
     if (opts.closing()) return refusal(503, "server shutting down");
     if (opts.connections() >= opts.maxConnections) {
       opts.metrics.rejectedConnections++;
@@ -135,6 +259,43 @@ export function refusal(status: number, reason: string): Response {
     status,
     headers: { "content-type": "text/plain; charset=utf-8" },
   });
+}
+
+/** The refusal for a token, with the challenge HTTP asks of a 401. */
+function authRefusal(failure: AuthFailure): Response {
+  const res = refusal(failure.status, failure.message);
+  if (failure.status === 401) res.headers.set("www-authenticate", "Bearer");
+  return res;
+}
+
+/** A JSON answer that no cache keeps: it depends on the caller's token. */
+function noStoreJson(body: unknown): Response {
+  return Response.json(body, { headers: { "cache-control": "no-store" } });
+}
+
+/** The verdict, refused when the identity's `rooms` claim excludes `room`. */
+function withRoom(
+  verdict: Identity | AuthFailure,
+  room: string | null,
+): Identity | AuthFailure {
+  if (isAuthFailure(verdict) || room === null) return verdict;
+  return roomAllowed(verdict.rooms, room) ? verdict : ROOM_REFUSED;
+}
+
+/** The token of the first `bearer.<JWT>` entry offered, or null. */
+function bearerToken(offered: string[]): string | null {
+  const entry = offered.find((p) => p.startsWith(BEARER_PREFIX));
+  return entry === undefined ? null : entry.slice(BEARER_PREFIX.length);
+}
+
+/**
+ * The subprotocol the handshake selects: `hubbub.v1` when the chat client
+ * speaks JSON, else the token-free {@link BEARER_PROTOCOL} when offered, else
+ * none. A `bearer.<JWT>` entry is never selected: that would echo the token.
+ */
+function selectedProtocol(offered: string[], json: boolean): string | null {
+  if (json) return JSON_SUBPROTOCOL;
+  return offered.includes(BEARER_PROTOCOL) ? BEARER_PROTOCOL : null;
 }
 
 /** Why `req` is not a WebSocket upgrade, or null when it is one. */

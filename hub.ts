@@ -29,6 +29,7 @@ import type { EvictionReason, Metrics } from "./metrics.ts";
 import {
   type ChatRecord,
   encodeChat,
+  encodeEpoch,
   encodeError,
   encodeMembership,
   encodeNick,
@@ -78,8 +79,10 @@ export interface Member {
   readonly socket: WebSocket;
   /** Speaks the JSON protocol (else plain text). */
   readonly json: boolean;
-  /** Display name, unique within the room. */
+  /** Display name, unique within the room but for sockets of one user. */
   name: string;
+  /** The signed-in user (token `sub`); its sockets are one person. */
+  readonly user?: string;
   /** The room it is in; null before join and after leave. */
   room: Room | null;
   /** Lines for this member alone, sent at its next visit. */
@@ -90,6 +93,13 @@ export interface Member {
   readonly inFlight: InFlight;
   /** Called once when the hub removes the member against its will. */
   evicted(reason: EvictionReason, code: number, text: string): void;
+  /** Called once the member is in its room (at once, unless a relay loads it). */
+  joined(): void;
+  /**
+   * Closes the socket of a member the hub has let go (not an eviction),
+   * once what is queued for it went out (closing.ts).
+   */
+  close(code: number, text: string): void;
 }
 
 /**
@@ -145,6 +155,11 @@ export class Room {
   readonly members = new Set<Member>();
   /** Members by name, so names stay unique. */
   readonly names = new Map<string, Member>();
+  /**
+   * Signed-in users here, by `sub`: their one name and how many sockets
+   * they have in the room. A user's second tab adds a socket, not a person.
+   */
+  readonly users = new Map<string, { name: string; sockets: number }>();
   /** Members speaking JSON; the JSON frame is built only when non-zero. */
   jsonMembers = 0;
   /** Newest seq accepted; history up to here is what a joiner gets. */
@@ -185,6 +200,41 @@ export class Room {
   }
 }
 
+/**
+ * Where chat messages get their seq when that is not this process: several
+ * instances share rooms through it (`redis_bus.ts`). The hub hands it what
+ * its members send, and it hands back, through {@link Hub.deliver}, every
+ * message of the rooms it was asked to admit, in seq order, those of this
+ * instance's members included. Without a relay the hub numbers messages
+ * itself and nothing on its path changes.
+ */
+export interface Relay {
+  /**
+   * Calls `join` once the room's history (the hub's history store) is ready
+   * to welcome a member after `since`, or `refuse` when it cannot be made so.
+   */
+  admit(
+    room: string,
+    since: number | undefined,
+    epoch: string | undefined,
+    join: () => void,
+    refuse: () => void,
+  ): void;
+  /** Sequences and spreads a message; tells `sender` when it could not. */
+  publish(room: string, draft: Omit<ChatRecord, "seq">, sender: Member): void;
+  /** The room has no member here any more. */
+  vacated(room: string): void;
+  /** Names of the room's members on other instances. */
+  elsewhere(room: string): readonly string[];
+  /** A member here joined, left or changed name. */
+  presence(room: string, member: Member, event: MemberEvent): void;
+}
+
+/** A change in a room's membership, here or (through a relay) elsewhere. */
+export type MemberEvent =
+  | { kind: "join" | "leave"; name: string }
+  | { kind: "nick"; from: string; name: string };
+
 /** Settings the hub enforces. */
 export interface HubOptions {
   /** Unsent bytes a member may have before it is evicted. */
@@ -193,6 +243,8 @@ export interface HubOptions {
   history: HistoryStore;
   /** Counters the hub bumps. */
   metrics: Metrics;
+  /** Where seqs come from when not from this hub; see {@link Relay}. */
+  relay?: Relay;
 }
 
 /** Owns every room and decides who receives what, in which order. */
@@ -218,7 +270,7 @@ export class Hub {
    * Adds a member to a room. A JSON member is welcomed with the member list
    * and the history after `since` (everything kept when absent); the rest of
    * the room hears a `join`. A name already taken in the room gets a numeric
-   * suffix.
+   * suffix. With a relay, this waits until the relay has the room ready.
    */
   join(
     member: Member,
@@ -226,16 +278,51 @@ export class Hub {
     since?: number,
     epoch?: string,
   ): void {
+    const relay = this.#opts.relay;
+    if (!relay) {
+      this.#join(member, roomName, since, epoch);
+      return;
+    }
+    relay.admit(roomName, since, epoch, () => {
+      // The socket may have closed while the relay loaded the room.
+      if (member.socket.readyState !== WebSocket.OPEN || this.#stopped) {
+        if (!this.#rooms.has(roomName)) relay.vacated(roomName);
+        return;
+      }
+      this.#join(member, roomName, since, epoch);
+    }, () => {
+      if (!this.#rooms.has(roomName)) relay.vacated(roomName);
+      member.close(UNAVAILABLE, "chat unavailable, try again later");
+    });
+  }
+
+  #join(
+    member: Member,
+    roomName: string,
+    since: number | undefined,
+    epoch: string | undefined,
+  ): void {
     let room = this.#rooms.get(roomName);
     if (!room) {
       room = new Room(roomName, this.#opts.history.lastSeq(roomName));
       this.#rooms.set(roomName, room);
     }
-    member.name = uniqueName(room, member.name);
+    const known = member.user === undefined
+      ? undefined
+      : room.users.get(member.user);
+    if (known) {
+      known.sockets++;
+      member.name = known.name;
+    } else {
+      member.name = uniqueName(room, member.name);
+      room.names.set(member.name, member);
+      if (member.user !== undefined) {
+        room.users.set(member.user, { name: member.name, sockets: 1 });
+      }
+    }
     member.room = room;
     member.cursor = room.logEnd;
     room.members.add(member);
-    room.names.set(member.name, member);
     if (member.json) {
       room.jsonMembers++;
       // Everything accepted so far comes as history; the member's cursor
@@ -247,10 +334,10 @@ export class Hub {
           type: "welcome",
           you: member.name,
           room: room.name,
-          members: room.members.size > LARGE_ROOM
+          members: this.#count(room) > LARGE_ROOM
             ? [member.name]
-            : [...room.names.keys()],
-          memberCount: room.members.size,
+            : this.#names(room),
+          memberCount: this.#count(room),
           history: slice.records,
           gap: slice.gap,
           seq: room.seq,
@@ -258,8 +345,16 @@ export class Hub {
         }),
       );
     }
-    if (room.members.size > LARGE_ROOM) return;
-    this.#announce(room, encodeMembership("join", member.name, Date.now()));
+    if (!known) {
+      if (this.#count(room) <= LARGE_ROOM) {
+        this.#announce(room, encodeMembership("join", member.name, Date.now()));
+      }
+      this.#opts.relay?.presence(room.name, member, {
+        kind: "join",
+        name: member.name,
+      });
+    }
+    member.joined();
   }
 
   /** Removes a member from its room; the others hear a `leave`. Idempotent. */
@@ -269,29 +364,95 @@ export class Hub {
     member.room = null;
     member.outbox = null;
     room.members.delete(member);
-    room.names.delete(member.name);
     if (member.json) room.jsonMembers--;
+    if (this.#otherSocketStays(room, member)) return;
+    room.names.delete(member.name);
+    const relay = this.#opts.relay;
+    relay?.presence(room.name, member, { kind: "leave", name: member.name });
     if (room.members.size === 0) {
       this.#rooms.delete(room.name);
+      relay?.vacated(room.name);
       return;
     }
-    if (room.members.size >= LARGE_ROOM) return;
+    if (this.#count(room) >= LARGE_ROOM) return;
     this.#announce(room, encodeMembership("leave", member.name, Date.now()));
+  }
+
+  /**
+   * Whether the leaving member's user still has another socket in the room:
+   * then the person stays, under the same name, and nobody hears a leave.
+   */
+  #otherSocketStays(room: Room, member: Member): boolean {
+    if (member.user === undefined) return false;
+    const known = room.users.get(member.user);
+    if (!known) return false;
+    if (--known.sockets === 0) {
+      room.users.delete(member.user);
+      return false;
+    }
+    if (room.names.get(member.name) === member) {
+      for (const other of room.members) {
+        if (other.user === member.user) {
+          room.names.set(member.name, other);
+          break;
+        }
+      }
+    }
+    return true;
   }
 
   /** Accepts a chat message from a member: it gets the room's next seq. */
   publish(member: Member, text: string): void {
     const room = member.room;
     if (!room) return;
+    const relay = this.#opts.relay;
+    if (relay) {
+      relay.publish(
+        room.name,
+        { from: member.name, time: Date.now(), text },
+        member,
+      );
+      return;
+    }
     const rec: ChatRecord = {
       seq: ++room.seq,
       from: member.name,
       time: Date.now(),
       text,
     };
-    this.#opts.history.append(room.name, rec);
     this.#opts.metrics.messagesReceived++;
-    this.#enqueue(room, { plain: normalizePlain(text), rec, json: null });
+    this.#accept(room, rec);
+  }
+
+  /**
+   * Accepts a message its relay sequenced (the next seq of the room), as
+   * {@link publish} does one it numbered. A room whose first member is
+   * still being admitted has only its history to extend.
+   */
+  deliver(roomName: string, rec: ChatRecord): void {
+    const room = this.#rooms.get(roomName);
+    if (room) {
+      this.#accept(room, rec);
+    } else {
+      this.#opts.history.append(roomName, rec);
+    }
+  }
+
+  /**
+   * The room's numbering started again under `epoch` (its relay lost its
+   * state): JSON members are told, and seqs go on from `seq`.
+   */
+  renumber(roomName: string, epoch: string, seq: number): void {
+    const room = this.#rooms.get(roomName);
+    if (!room) return;
+    room.seq = seq;
+    this.#announce(room, encodeEpoch(room.name, epoch, seq));
+  }
+
+  #accept(room: Room, rec: ChatRecord): void {
+    room.seq = rec.seq;
+    this.#opts.history.append(room.name, rec);
+    this.#enqueue(room, { plain: normalizePlain(rec.text), rec, json: null });
   }
 
   /** Changes a member's name, or tells it why not. */
@@ -307,13 +468,50 @@ export class Hub {
     room.names.set(name, member);
     member.name = name;
     this.#announce(room, encodeNick(old, name, Date.now()));
+    this.#opts.relay?.presence(room.name, member, {
+      kind: "nick",
+      from: old,
+      name,
+    });
+  }
+
+  /**
+   * A member of another instance joined, left or changed name (news from
+   * the relay, whose list of names elsewhere already has the change):
+   * announced here under the same large-room rule as local changes.
+   */
+  remote(roomName: string, event: MemberEvent): void {
+    const room = this.#rooms.get(roomName);
+    if (!room) return;
+    const now = Date.now();
+    const count = this.#count(room);
+    if (event.kind === "nick") {
+      this.#announce(room, encodeNick(event.from, event.name, now));
+    } else if (
+      event.kind === "join" ? count <= LARGE_ROOM : count < LARGE_ROOM
+    ) {
+      this.#announce(room, encodeMembership(event.kind, event.name, now));
+    }
+  }
+
+  /** People in the room on every instance (a user's sockets count once). */
+  #count(room: Room): number {
+    const relay = this.#opts.relay;
+    return room.names.size + (relay ? relay.elsewhere(room.name).length : 0);
+  }
+
+  /** Names of the room's members on every instance. */
+  #names(room: Room): string[] {
+    const names = [...room.names.keys()];
+    const relay = this.#opts.relay;
+    return relay ? names.concat(relay.elsewhere(room.name)) : names;
   }
 
   /** Sends a member the room's member list. */
   who(member: Member): void {
     const room = member.room;
     if (!room) return;
-    this.sendTo(member, encodePresence(room.name, [...room.names.keys()]));
+    this.sendTo(member, encodePresence(room.name, this.#names(room)));
   }
 
   /** Sends a member an error message (JSON members only). */
@@ -651,6 +849,9 @@ function coalesce(pieces: readonly string[]): string[] {
   if (current !== null) frames.push(current);
   return frames;
 }
+
+/** Close code "try again later": the relay could not load the room. */
+const UNAVAILABLE = 1013;
 
 /** Joins lines with `\n` into frames of at most {@link FRAME_CHARS}. */
 class FrameBuilder {

@@ -1,16 +1,51 @@
 /**
  * The hubbub command line: parses settings, serves a {@link createHubbub}
- * instance, and shuts it down cleanly on SIGINT or SIGTERM.
+ * instance, and shuts it down cleanly on SIGINT or SIGTERM. `hubbub connect
+ * URL` runs the command-line client instead (`connect.ts`).
  *
  * @module
  */
 
-import { ConfigError, parseConfig } from "./config.ts";
+import { type Config, ConfigError, parseConfig } from "./config.ts";
+import { runConnect } from "./connect.ts";
 import { createLogger } from "./log.ts";
 import { createHubbub } from "./mod.ts";
 
-/** Exit code for unusable flags, as with most Unix tools. */
+/**
+ * Exit code for unusable settings, as with most Unix tools: a bad value, and
+ * a certificate or key file that cannot be read or used alike.
+ */
 const EXIT_USAGE = 2;
+
+/** The PEM texts `Deno.serve` takes for TLS. */
+interface TlsFiles {
+  cert: string;
+  key: string;
+}
+
+/**
+ * Reads `--cert` and `--key`, or none when TLS is off.
+ *
+ * @throws {ConfigError} naming the file that cannot be read.
+ */
+function readTls(config: Config): TlsFiles | undefined {
+  if (config.cert === undefined || config.key === undefined) return undefined;
+  const read = (flag: string, path: string): string => {
+    try {
+      return Deno.readTextFileSync(path);
+    } catch (err) {
+      const why = err instanceof Deno.errors.NotFound
+        ? "no such file"
+        : err instanceof Deno.errors.NotCapable
+        ? "no read permission (run Deno with --allow-read)"
+        : err instanceof Error
+        ? err.message.split("\n")[0]
+        : String(err);
+      throw new ConfigError(`--${flag}: cannot read "${path}": ${why}`);
+    }
+  };
+  return { cert: read("cert", config.cert), key: read("key", config.key) };
+}
 
 /** Reads an environment variable, treating one we may not read as unset. */
 function readEnv(name: string): string | undefined {
@@ -22,8 +57,13 @@ function readEnv(name: string): string | undefined {
   }
 }
 
-/** Runs the server until a signal stops it; resolves to the exit code. */
+/**
+ * Runs the server until a signal stops it, or the client when the first
+ * argument is `connect`; resolves to the exit code.
+ */
 export async function main(args: string[]): Promise<number> {
+  const argv = args[0] === "--" ? args.slice(1) : args;
+  if (argv[0] === "connect") return await runConnect(argv.slice(1));
   let parsed;
   try {
     parsed = parseConfig(args, readEnv);
@@ -37,6 +77,14 @@ export async function main(args: string[]): Promise<number> {
     return 0;
   }
   const config = parsed.config;
+  let tls: TlsFiles | undefined;
+  try {
+    tls = readTls(config);
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err;
+    console.error(`hubbub: ${err.message}`);
+    return EXIT_USAGE;
+  }
   const logger = createLogger(config.logFormat);
   const hubbub = createHubbub({ ...config, logger });
   // Listen for signals before announcing the port: a SIGTERM right after
@@ -46,19 +94,30 @@ export async function main(args: string[]): Promise<number> {
       Deno.addSignalListener(sig, () => resolve(sig));
     }
   });
-  const server = Deno.serve({
-    port: config.port,
-    hostname: config.hostname,
-    onError(err) {
-      logger.log("error", "request failed", { error: String(err) });
-      return new Response("internal error\n", { status: 500 });
-    },
-    onListen({ hostname, port }) {
-      const host = hostname.includes(":") ? `[${hostname}]` : hostname;
-      console.log(`listening on http://${host}:${port}/`);
-      logger.log("info", "started", { hostname, port, pid: Deno.pid });
-    },
-  }, hubbub.handler);
+  let server: Deno.HttpServer;
+  try {
+    server = Deno.serve({
+      port: config.port,
+      hostname: config.hostname,
+      ...tls,
+      onError(err) {
+        logger.log("error", "request failed", { error: String(err) });
+        return new Response("internal error\n", { status: 500 });
+      },
+      onListen({ hostname, port }) {
+        const host = hostname.includes(":") ? `[${hostname}]` : hostname;
+        const scheme = tls ? "https" : "http";
+        console.log(`listening on ${scheme}://${host}:${port}/`);
+        logger.log("info", "started", { hostname, port, pid: Deno.pid });
+      },
+    }, hubbub.handler);
+  } catch (err) {
+    // Files that exist but hold no certificate or key (InvalidData).
+    if (!tls || !(err instanceof Deno.errors.InvalidData)) throw err;
+    console.error(`hubbub: --cert/--key: ${err.message.split("\n")[0]}`);
+    await hubbub.close(0);
+    return EXIT_USAGE;
+  }
 
   const signal = await stopSignal;
   logger.log("info", "stopping", { signal });

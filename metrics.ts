@@ -6,6 +6,8 @@
  * @module
  */
 
+import { AUTH_FAILURE_REASONS, type AuthFailureReason } from "./auth.ts";
+
 /** Why a client was removed by the server rather than by its own choice. */
 export type EvictionReason = "slow_consumer" | "idle_timeout" | "rate_limit";
 
@@ -25,6 +27,8 @@ export class Metrics {
   rejectedConnections = 0;
   /** Frames read from sockets being let go, and dropped unread. */
   evictedFramesDiscarded = 0;
+  /** Upgrades refused by auth, by reason. */
+  readonly authFailures = new Map<AuthFailureReason, number>();
   /** Evictions by reason. */
   readonly evictions = new Map<EvictionReason, number>();
   /** Socket closes by close code (codes a peer may invent count as "other"). */
@@ -39,6 +43,11 @@ export class Metrics {
   /** Counts one eviction. */
   evicted(reason: EvictionReason): void {
     this.evictions.set(reason, (this.evictions.get(reason) ?? 0) + 1);
+  }
+
+  /** Counts one upgrade refused by auth. */
+  authFailed(reason: AuthFailureReason): void {
+    this.authFailures.set(reason, (this.authFailures.get(reason) ?? 0) + 1);
   }
 
   /** Counts one closed socket. */
@@ -59,6 +68,8 @@ export class Metrics {
       historyMessages: number;
       evictedUnclosed: number;
       evictedBytes: number;
+      /** The Redis link, when the instance uses one. */
+      redis?: { up: boolean; reconnects: number; refused: number };
     },
   ): string {
     const out: string[] = [];
@@ -134,6 +145,15 @@ export class Metrics {
       [["", this.rejectedConnections]],
     );
     metric(
+      "hubbub_auth_failures_total",
+      "counter",
+      "Upgrades refused by token auth, by reason.",
+      AUTH_FAILURE_REASONS.map((r) => [
+        `{reason="${r}"}`,
+        this.authFailures.get(r) ?? 0,
+      ]),
+    );
+    metric(
       "hubbub_evicted_unclosed_sockets",
       "gauge",
       "Sockets evicted or closed by the server that Deno has not released.",
@@ -157,6 +177,26 @@ export class Metrics {
       "Messages held in room history.",
       [["", gauges.historyMessages]],
     );
+    if (gauges.redis) {
+      metric(
+        "hubbub_redis_up",
+        "gauge",
+        "1 while both Redis connections (commands, subscriber) are ready.",
+        [["", gauges.redis.up ? 1 : 0]],
+      );
+      metric(
+        "hubbub_redis_reconnects_total",
+        "counter",
+        "Redis connections re-established after they were lost.",
+        [["", gauges.redis.reconnects]],
+      );
+      metric(
+        "hubbub_redis_refused_total",
+        "counter",
+        "Messages refused to their senders because Redis did not take them.",
+        [["", gauges.redis.refused]],
+      );
+    }
     metric("hubbub_uptime_seconds", "gauge", "Seconds since start.", [[
       "",
       Math.round(this.uptimeSeconds() * 1000) / 1000,

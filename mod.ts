@@ -18,22 +18,34 @@
  */
 
 import { createHash } from "node:crypto";
+import { Auth, type AuthOptions } from "./auth.ts";
 import { Client, type ClientLimits } from "./client.ts";
 import { ClosingSockets } from "./closing.ts";
 import type { InFlight } from "./inflight.ts";
-import { MemoryHistory } from "./history.ts";
+import { FAVICON, FAVICON_CACHE, FAVICON_TYPE } from "./favicon.ts";
+import { type HistoryStore, MemoryHistory } from "./history.ts";
 import { Hub } from "./hub.ts";
 import { type Logger, silentLogger } from "./log.ts";
 import { type EvictionReason, Metrics } from "./metrics.ts";
 import { serveEcho } from "./echo.ts";
-import { Gate, refusal } from "./gate.ts";
+import { TokenLifetimes } from "./expiry.ts";
+import {
+  type ChatAdmission,
+  type EchoAdmission,
+  Gate,
+  refusal,
+} from "./gate.ts";
 import { AddressCounts, clientAddress } from "./addresses.ts";
 import { LoadGuard } from "./guard.ts";
-import { checkName, JSON_SUBPROTOCOL } from "./protocol.ts";
+import { checkName } from "./protocol.ts";
+import { RedisBus } from "./redis_bus.ts";
 import page from "./static/home.html" with { type: "text" };
 
-/** Settings of an instance; every field has the command line's default. */
-export interface HubbubOptions {
+/**
+ * Settings of an instance; every field has the command line's default.
+ * Auth is on when `jwtSecret` or `jwtJwksUrl` is set (see {@link AuthOptions}).
+ */
+export interface HubbubOptions extends AuthOptions {
   /** Path prefix the handler is mounted under, e.g. `/chat`; default none. */
   basePath?: string;
   /** Largest incoming chat message in bytes; default 16 KiB. */
@@ -60,6 +72,18 @@ export interface HubbubOptions {
   maxMemory?: number;
   /** Messages kept per room; default 100. */
   history?: number;
+  /** Messages a room keeps in Redis (approximately); default 10000. */
+  historyMax?: number;
+  /**
+   * `redis://` or `rediss://` URL: several instances share rooms through
+   * this Redis; default none (this process is the whole chat).
+   */
+  redis?: string;
+  /**
+   * Seconds this instance's members stay listed on other instances without
+   * renewal (renewed every third of it); default 15.
+   */
+  redisPresenceTtl?: number;
   /** Extra allowed browser origins, or `*`; default none. */
   allowOrigin?: string[] | "*";
   /** Where log lines go; default nowhere. */
@@ -69,11 +93,15 @@ export interface HubbubOptions {
 /** A running hubbub instance. */
 export interface Hubbub {
   /**
-   * Answers every request under `basePath`. `info` is Deno.serve's second
-   * argument: without it (or `trustProxy`) no address is known, and
-   * `maxConnectionsPerIp` does not apply.
+   * Answers every request under `basePath`; asynchronously only where a
+   * token is verified. `info` is Deno.serve's second argument: without it
+   * (or `trustProxy`) no address is known, and `maxConnectionsPerIp` does
+   * not apply.
    */
-  handler: (req: Request, info?: Deno.ServeHandlerInfo) => Response;
+  handler: (
+    req: Request,
+    info?: Deno.ServeHandlerInfo,
+  ) => Response | Promise<Response>;
   /**
    * Refuses new sockets, closes every open one with 1001 "server shutting
    * down" and resolves once they are closed, or after `timeoutMs`.
@@ -144,9 +172,26 @@ export function createHubbub(options: HubbubOptions = {}): Hubbub {
   const logger = options.logger ?? silentLogger;
   useVectoredWrites(logger);
   const metrics = new Metrics();
-  const history = new MemoryHistory(options.history ?? 100);
+  const bus = options.redis
+    ? new RedisBus({
+      url: options.redis,
+      history: options.history ?? 100,
+      historyMax: options.historyMax ?? 10000,
+      presenceTtlMs: (options.redisPresenceTtl ?? 15) * 1000,
+      logger,
+      accepted: () => metrics.messagesReceived++,
+    })
+    : null;
+  const history: HistoryStore = bus?.window ??
+    new MemoryHistory(options.history ?? 100);
   const maxBufferedBytes = options.maxBufferedBytes ?? 1 << 20;
-  const hub = new Hub({ maxBufferedBytes, history, metrics });
+  const hub = new Hub({
+    maxBufferedBytes,
+    history,
+    metrics,
+    ...(bus ? { relay: bus } : {}),
+  });
+  bus?.attach(hub);
   const limits: ClientLimits = {
     maxMessageBytes: options.maxMessageBytes ?? 16 << 10,
     rateLimit: options.rateLimit ?? 20,
@@ -169,12 +214,16 @@ export function createHubbub(options: HubbubOptions = {}): Hubbub {
     if (!sockets.delete(socket)) return;
     departing.released(socket);
     addresses.remove(socket);
+    lifetimes.forget(socket);
     // Deno reports a connection that ended without a close frame (a TCP
     // drop) as code 0; RFC 6455 and every client call that 1006.
     metrics.closed(code === 0 ? ABNORMAL_CLOSURE : code);
   }
 
-  /** Closes a socket for something its peer did, once that is safe. */
+  /**
+   * Closes a socket the server is done with (a protocol violation, an
+   * expired token, a refusal by the relay), once that is safe (closing.ts).
+   */
   function closeSocket(
     socket: WebSocket,
     code: number,
@@ -214,6 +263,21 @@ export function createHubbub(options: HubbubOptions = {}): Hubbub {
   /** Sockets being served: held, less those being let go. */
   const served = () => sockets.size - departing.size;
 
+  const auth = Auth.fromOptions(options, logger);
+  // An expired token's socket leaves through closeSocket like any other the
+  // server gives up on: counted among those being let go until Deno
+  // releases it, never closed behind a queue its peer does not read.
+  const lifetimes = new TokenLifetimes(auth, logger, closeSocket);
+
+  function refreshToken(client: Client, token: string): void {
+    lifetimes.refresh({
+      socket: client.socket,
+      user: client.user,
+      roomName: () => client.room?.name ?? null,
+      refuse: (message) => hub.sendError(client, "bad_token", message),
+    }, token);
+  }
+
   const ctx = {
     hub,
     metrics,
@@ -223,6 +287,7 @@ export function createHubbub(options: HubbubOptions = {}): Hubbub {
     evictSocket,
     closeSocket,
     discard,
+    refreshToken,
   };
   /** Sockets held per client address, evicted ones included. */
   const addresses = new AddressCounts();
@@ -240,36 +305,87 @@ export function createHubbub(options: HubbubOptions = {}): Hubbub {
     connectionsFrom: (address) => addresses.count(address),
     shed: () => guard.refusal(),
     metrics,
+    auth,
+    logger,
     connections: () => sockets.size,
     closing: () => closing,
   });
 
-  function chat(req: Request, url: URL, address: string | null): Response {
-    const admitted = gate.chat(req, url, address);
-    if (admitted instanceof Response) return admitted;
-    // Not Deno's `protocol` option: it checks the choice against its own
-    // split of the offer on ", " and throws on `chat,hubbub.v1`, as npm `ws`
-    // writes it. The gate read the offer as the HTTP list it is; the answer
-    // header is the whole of choosing a subprotocol.
-    const { socket, response } = Deno.upgradeWebSocket(req, { idleTimeout });
-    if (admitted.json) {
-      response.headers.set("sec-websocket-protocol", JSON_SUBPROTOCOL);
+  /**
+   * Upgrades without Deno's `protocol` option: it checks the choice against
+   * its own split of the offer on ", " and throws (a 500) on
+   * `chat,hubbub.v1`, as npm `ws` writes it. The gate read the offer as the
+   * HTTP list it is and chose (never a `bearer.<JWT>` entry); the answer
+   * header is the whole of choosing a subprotocol.
+   */
+  function upgrade(
+    req: Request,
+    protocol: string | null,
+  ): { socket: WebSocket; response: Response } {
+    const upgraded = Deno.upgradeWebSocket(req, { idleTimeout });
+    if (protocol !== null) {
+      upgraded.response.headers.set("sec-websocket-protocol", protocol);
     }
+    return upgraded;
+  }
+
+  function chat(
+    req: Request,
+    url: URL,
+    address: string | null,
+  ): Response | Promise<Response> {
+    const admitted = gate.chat(req, url, address);
+    return admitted instanceof Promise
+      ? admitted.then((a) => openChat(req, a, address))
+      : openChat(req, admitted, address);
+  }
+
+  function openChat(
+    req: Request,
+    admitted: ChatAdmission | Response,
+    address: string | null,
+  ): Response {
+    if (admitted instanceof Response) return admitted;
+    const { socket, response } = upgrade(req, admitted.protocol);
     sockets.add(socket);
     addresses.add(socket, address);
-    const requested = checkName(admitted.name ?? "");
-    const name = "name" in requested
-      ? requested.name
-      : `guest-${++guestNumber}`;
-    const { room, since, epoch } = admitted;
-    new Client(socket, admitted.json, { room, name, since, epoch }, ctx);
+    const { room, since, epoch, identity } = admitted;
+    let name: string;
+    if (identity) {
+      name = identity.name;
+    } else {
+      const requested = checkName(admitted.name ?? "");
+      name = "name" in requested ? requested.name : `guest-${++guestNumber}`;
+    }
+    const user = identity?.user;
+    const client = new Client(
+      socket,
+      admitted.json,
+      { room, name, since, epoch, user },
+      ctx,
+    );
+    lifetimes.watch(socket, identity, () => hub.leave(client));
     return response;
   }
 
-  function echo(req: Request, address: string | null): Response {
-    const refused = gate.echo(req, address);
-    if (refused) return refused;
-    const { socket, response } = Deno.upgradeWebSocket(req, { idleTimeout });
+  function echo(
+    req: Request,
+    url: URL,
+    address: string | null,
+  ): Response | Promise<Response> {
+    const admitted = gate.echo(req, url, address);
+    return admitted instanceof Promise
+      ? admitted.then((a) => openEcho(req, a, address))
+      : openEcho(req, admitted, address);
+  }
+
+  function openEcho(
+    req: Request,
+    admitted: EchoAdmission | Response,
+    address: string | null,
+  ): Response {
+    if (admitted instanceof Response) return admitted;
+    const { socket, response } = upgrade(req, admitted.protocol);
     sockets.add(socket);
     addresses.add(socket, address);
     serveEcho(socket, { maxEchoBytes, maxBufferedBytes }, {
@@ -279,10 +395,14 @@ export function createHubbub(options: HubbubOptions = {}): Hubbub {
       discard,
       departing: (s) => departing.has(s),
     });
+    lifetimes.watch(socket, admitted.identity);
     return response;
   }
 
-  function handler(req: Request, info?: Deno.ServeHandlerInfo): Response {
+  function handler(
+    req: Request,
+    info?: Deno.ServeHandlerInfo,
+  ): Response | Promise<Response> {
     const url = new URL(req.url);
     if (!url.pathname.startsWith(base)) return refusal(404, "not found");
     const path = url.pathname.slice(base.length);
@@ -303,18 +423,22 @@ export function createHubbub(options: HubbubOptions = {}): Hubbub {
               },
             }),
         );
+      case "/favicon.ico":
+        return readOnly(req, () =>
+          new Response(FAVICON, {
+            headers: {
+              "content-type": FAVICON_TYPE,
+              "cache-control": FAVICON_CACHE,
+            },
+          }));
       case "/ws":
         return chat(req, url, clientAddress(req, info?.remoteAddr, trustProxy));
       case "/echo":
-        return echo(req, clientAddress(req, info?.remoteAddr, trustProxy));
+        return echo(req, url, clientAddress(req, info?.remoteAddr, trustProxy));
+      case "/auth":
+        return readOnly(req, () => gate.authCheck(req, url));
       case "/healthz":
-        return readOnly(req, () =>
-          Response.json({
-            status: closing ? "stopping" : "ok",
-            connections: served(),
-            rooms: hub.roomCount,
-            uptime: Math.round(metrics.uptimeSeconds() * 1000) / 1000,
-          }));
+        return readOnly(req, health);
       case "/metrics":
         return readOnly(req, () =>
           new Response(
@@ -324,6 +448,7 @@ export function createHubbub(options: HubbubOptions = {}): Hubbub {
               evictedBytes: departing.pinnedBytes(),
               rooms: hub.roomCount,
               historyMessages: history.size(),
+              ...(bus ? { redis: bus.state } : {}),
             }),
             {
               headers: {
@@ -336,8 +461,24 @@ export function createHubbub(options: HubbubOptions = {}): Hubbub {
     }
   }
 
+  /**
+   * With Redis unreachable the instance is `degraded`, answered 503 so that
+   * a load balancer sends new clients to an instance that can deliver.
+   */
+  function health(): Response {
+    const degraded = bus !== null && !bus.state.up;
+    return Response.json({
+      status: closing ? "stopping" : degraded ? "degraded" : "ok",
+      connections: served(),
+      rooms: hub.roomCount,
+      uptime: Math.round(metrics.uptimeSeconds() * 1000) / 1000,
+      ...(bus ? { redis: bus.state.up ? "up" : "down" } : {}),
+    }, { status: degraded && !closing ? 503 : 200 });
+  }
+
   async function close(timeoutMs = 5000): Promise<void> {
     closing = true;
+    lifetimes.stop();
     const open = [...sockets];
     for (const socket of open) {
       if (socket.readyState === WebSocket.OPEN) {
@@ -347,6 +488,7 @@ export function createHubbub(options: HubbubOptions = {}): Hubbub {
     for (const member of hub.members()) hub.leave(member);
     hub.stop();
     departing.stop();
+    await bus?.close();
     const deadline = Date.now() + timeoutMs;
     while (sockets.size > 0 && Date.now() < deadline) {
       await new Promise((resolve) => setTimeout(resolve, 20));
@@ -385,16 +527,24 @@ function useVectoredWrites(logger: Logger): void {
 }
 
 /** GET and HEAD only; anything else is 405 with the `Allow` header. */
-function readOnly(req: Request, answer: () => Response): Response {
+function readOnly(
+  req: Request,
+  answer: () => Response | Promise<Response>,
+): Response | Promise<Response> {
   if (req.method === "GET") return answer();
   if (req.method === "HEAD") {
     const res = answer();
-    return new Response(null, { status: res.status, headers: res.headers });
+    return res instanceof Promise ? res.then(withoutBody) : withoutBody(res);
   }
   return new Response("method not allowed\n", {
     status: 405,
     headers: { allow: "GET, HEAD", "content-type": "text/plain" },
   });
+}
+
+/** `res` with its status and headers but no body, for HEAD. */
+function withoutBody(res: Response): Response {
+  return new Response(null, { status: res.status, headers: res.headers });
 }
 
 /** CSP source for the page's one inline script, so nothing else may run. */

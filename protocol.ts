@@ -108,8 +108,20 @@ export interface WhoRequest {
   type: "who";
 }
 
+/** A fresh token for the connection, before the current one expires. */
+export interface TokenRefresh {
+  /** Discriminant. */
+  type: "token";
+  /** The JWT, unverified. */
+  token: string;
+}
+
 /** Every message a JSON client may send, validated. */
-export type ClientMessage = SendMessage | NickRequest | WhoRequest;
+export type ClientMessage =
+  | SendMessage
+  | NickRequest
+  | WhoRequest
+  | TokenRefresh;
 
 /** Machine-readable error codes sent in `error` messages. */
 export type ErrorCode =
@@ -119,7 +131,10 @@ export type ErrorCode =
   | "empty_message"
   | "bad_name"
   | "name_taken"
-  | "rate_limited";
+  | "rate_limited"
+  | "auth_name"
+  | "bad_token"
+  | "unavailable";
 
 /** A client frame that could not be accepted; the connection stays open. */
 export interface ProtocolError {
@@ -171,6 +186,11 @@ export function parseClientMessage(
     }
     case "who":
       return { type: "who" };
+    case "token":
+      if (typeof msg.token !== "string" || msg.token === "") {
+        return protocolError("bad_token", "token needs a string token");
+      }
+      return { type: "token", token: msg.token };
     default:
       return protocolError(
         "unknown_type",
@@ -223,6 +243,15 @@ export interface Welcome {
 /** Encodes a chat record as a JSON-protocol frame line. */
 export function encodeChat(room: string, rec: ChatRecord): string {
   return JSON.stringify({ type: "message", room, ...rec });
+}
+
+/**
+ * Encodes the news that the room's numbering started again (with
+ * `--redis`, Redis lost the room's state): messages from now on follow
+ * `seq` in `epoch`, and a reconnect sends this epoch.
+ */
+export function encodeEpoch(room: string, epoch: string, seq: number): string {
+  return JSON.stringify({ type: "epoch", room, epoch, seq });
 }
 
 /** Encodes a membership event (`join` or `leave`) for the room. */

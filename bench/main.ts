@@ -4,12 +4,17 @@
  * columns of the side-by-side harness in `../shared/bench/`. A benchmark,
  * not a test: nothing here asserts on time.
  *
+ * `--redis N` starts a throwaway `redis-server` and N instances joined
+ * through it, the loaders spread over them; the CPU column then adds up the
+ * instances, and Redis's own CPU is printed apart.
+ *
  * @module
  */
 
 import { parseArgs } from "node:util";
 import type { LoaderResult } from "./loader.ts";
 import { memory } from "./memory.ts";
+import { cpuSeconds } from "./cpu.ts";
 
 const { values } = parseArgs({
   args: Deno.args[0] === "--" ? Deno.args.slice(1) : Deno.args,
@@ -22,8 +27,11 @@ const { values } = parseArgs({
     idle: { type: "string", default: "1000" },
     loaders: { type: "string", default: "2" },
     json: { type: "boolean", default: false },
+    redis: { type: "string", default: "0" },
   },
 });
+const instances = Math.max(1, Number(values.redis));
+const withRedis = Number(values.redis) > 0;
 const clients = Number(values.clients);
 const senders = Number(values.senders);
 const rate = Number(values.rate);
@@ -76,7 +84,9 @@ class LineProcess {
   }
 }
 
-async function startServer(): Promise<{ proc: LineProcess; port: number }> {
+async function startServer(
+  extra: string[],
+): Promise<{ proc: LineProcess; port: number }> {
   const proc = new LineProcess([
     "run",
     "--allow-net",
@@ -87,6 +97,7 @@ async function startServer(): Promise<{ proc: LineProcess; port: number }> {
     "--rate-limit=0",
     "--max-connections=100000",
     "--max-connections-per-ip=0",
+    ...extra,
   ]);
   for (;;) {
     const m = (await proc.line()).match(/listening on http:\/\/[^:]+:(\d+)\//);
@@ -107,8 +118,55 @@ function percentile(
   return NaN;
 }
 
+/** A throwaway redis-server on a free loopback port, without persistence. */
+async function startRedis(): Promise<
+  { child: Deno.ChildProcess; url: string }
+> {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = listener.addr.port;
+  listener.close();
+  const child = new Deno.Command("redis-server", {
+    args: [
+      "--port",
+      String(port),
+      "--bind",
+      "127.0.0.1",
+      "--save",
+      "",
+      "--appendonly",
+      "no",
+    ],
+    stdout: "piped",
+    stderr: "inherit",
+  }).spawn();
+  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let out = "";
+  while (!out.includes("Ready to accept connections")) {
+    const { value, done } = await reader.read();
+    if (done) throw new Error("redis-server ended early: " + out);
+    out += value;
+  }
+  // Keep draining its log so that it never blocks on a full pipe.
+  (async () => {
+    while (!(await reader.read()).done);
+  })();
+  return { child, url: `redis://127.0.0.1:${port}` };
+}
+
+/** Messages the instances accepted from clients, from their /metrics. */
+async function accepted(ports: number[]): Promise<number> {
+  let total = 0;
+  for (const port of ports) {
+    const text = await (await fetch(`http://127.0.0.1:${port}/metrics`))
+      .text();
+    const m = text.match(/^hubbub_messages_received_total (\d+)/m);
+    total += m ? Number(m[1]) : 0;
+  }
+  return total;
+}
+
 /** Runs the loaders for one fan-out measurement. */
-async function fanout(port: number, pid: number) {
+async function fanout(ports: number[], pids: number[], redisPid?: number) {
   const loaders: LineProcess[] = [];
   let senderBase = 0;
   for (let i = 0; i < loaderCount; i++) {
@@ -121,7 +179,7 @@ async function fanout(port: number, pid: number) {
         "run",
         "--allow-net",
         `${root}bench/loader.ts`,
-        `--url=ws://127.0.0.1:${port}/ws`,
+        `--url=ws://127.0.0.1:${ports[i % ports.length]}/ws`,
         `--clients=${share}`,
         `--senders=${sendShare}`,
         `--sender-base=${senderBase}`,
@@ -134,17 +192,28 @@ async function fanout(port: number, pid: number) {
     senderBase += sendShare;
   }
   for (const l of loaders) await l.line(); // ready
+  const cpuBefore = await cpuSeconds(pids);
+  const redisBefore = redisPid ? await cpuSeconds([redisPid]) : 0;
+  const acceptedBefore = await accepted(ports);
+  const startedAt = performance.now();
   for (const l of loaders) await l.send("go");
   let peak = 0;
   const sampler = setInterval(async () => {
-    peak = Math.max(peak, (await memory(pid)).rss);
+    let rss = 0;
+    for (const pid of pids) rss += (await memory(pid)).rss;
+    peak = Math.max(peak, rss);
   }, 200);
   let sent = 0;
   for (const l of loaders) sent += Number((await l.line()).split(" ")[1]);
+  const sendingSeconds = (performance.now() - startedAt) / 1000;
+  const acceptedAfter = await accepted(ports);
   for (const l of loaders) await l.send(`expect ${sent}`);
   const results: LoaderResult[] = [];
   for (const l of loaders) results.push(JSON.parse(await l.line()));
   clearInterval(sampler);
+  const elapsed = (performance.now() - startedAt) / 1000;
+  const cpu = (await cpuSeconds(pids)) - cpuBefore;
+  const redisCpu = redisPid ? (await cpuSeconds([redisPid])) - redisBefore : 0;
   await Promise.all(loaders.map((l) => l.finish()));
   const hist = new Map<number, number>();
   let received = 0;
@@ -162,6 +231,10 @@ async function fanout(port: number, pid: number) {
     p99: percentile(hist, received, 0.99),
     lost: sent * clients - received,
     peak,
+    /** Server CPU, all instances, as a share of one core over the run. */
+    cpu: cpu / elapsed,
+    redisCpu: redisCpu / elapsed,
+    acceptedPerSecond: (acceptedAfter - acceptedBefore) / sendingSeconds,
   };
 }
 
@@ -189,25 +262,41 @@ async function idle(port: number, pid: number): Promise<number> {
   return (after - before) / idleClients;
 }
 
-const { proc, port } = await startServer();
-const pid = proc.child.pid;
+const redis = withRedis ? await startRedis() : null;
+const servers: { proc: LineProcess; port: number }[] = [];
 try {
-  const perConn = idleClients > 0 ? await idle(port, pid) : NaN;
-  const r = await fanout(port, pid);
-  const { peak } = await memory(pid);
-  const mode = values.json ? "json" : "plain";
+  for (let i = 0; i < instances; i++) {
+    servers.push(await startServer(redis ? [`--redis=${redis.url}`] : []));
+  }
+  const ports = servers.map((s) => s.port);
+  const pids = servers.map((s) => s.proc.child.pid);
+  const perConn = idleClients > 0 ? await idle(ports[0], pids[0]) : NaN;
+  const r = await fanout(ports, pids, redis?.child.pid);
+  const mode = (values.json ? "json" : "plain") +
+    (withRedis ? ` redis×${instances}` : "");
   console.log(
-    "| mode | clients | senders | offered msg/s | delivered msgs/s | p50 ms | p99 ms | lost | server peak RSS MB | RSS/idle conn KB |",
+    "| mode | clients | senders | offered msg/s | delivered msgs/s | p50 ms | p99 ms | lost | server peak RSS MB | RSS/idle conn KB | accepted msg/s | server CPU % |",
   );
-  console.log("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+  console.log("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
   console.log(
     `| ${mode} | ${clients} | ${senders} | ${senders * rate} | ${
       Math.round(r.delivered)
-    } | ${r.p50} | ${r.p99} | ${r.lost} | ${(peak / 2 ** 20).toFixed(1)} | ${
+    } | ${r.p50} | ${r.p99} | ${r.lost} | ${(r.peak / 2 ** 20).toFixed(1)} | ${
       (perConn / 1024).toFixed(1)
-    } |`,
+    } | ${Math.round(r.acceptedPerSecond)} | ${Math.round(r.cpu * 100)} |`,
   );
+  if (redis) {
+    console.log(
+      `redis-server CPU: ${Math.round(r.redisCpu * 100)} % of a core`,
+    );
+  }
 } finally {
-  proc.child.kill("SIGTERM");
-  await proc.finish();
+  for (const { proc } of servers) {
+    proc.child.kill("SIGTERM");
+    await proc.finish();
+  }
+  if (redis) {
+    redis.child.kill("SIGTERM");
+    await redis.child.status;
+  }
 }

@@ -36,6 +36,19 @@ Deno.test("config: flags beat environment twins, which beat defaults", () => {
   assert.equal(envName("max-buffered-bytes"), "HUBBUB_MAX_BUFFERED_BYTES");
 });
 
+Deno.test("config: --redis takes redis:// and rediss:// URLs, off by default", () => {
+  assert.equal(run([]).redis, "");
+  assert.equal(run([]).redisPresenceTtl, 15);
+  assert.equal(
+    run([], { HUBBUB_REDIS: "redis://127.0.0.1:6379" }).redis,
+    "redis://127.0.0.1:6379",
+  );
+  assert.equal(
+    run(["--redis", "rediss://user:pw@cache.example:6380/1"]).redis,
+    "rediss://user:pw@cache.example:6380/1",
+  );
+});
+
 Deno.test("config: a leading -- is ignored", () => {
   assert.equal(run(["--", "--port", "9000"]).port, 9000);
 });
@@ -65,6 +78,9 @@ Deno.test("config: bad input is a one-line ConfigError", () => {
       ["--history", "1e2"],
       ["--history", " "],
       ["--rate-burst", "0"],
+      ["--redis", "http://localhost:6379"],
+      ["--redis", "not a url"],
+      ["--redis-presence-ttl", "0"],
     ]
   ) {
     assert.throws(() => parseConfig(args, noEnv), (err: unknown) => {
@@ -102,6 +118,8 @@ Deno.test("config: --help lists every flag with its default and variable", () =>
       "allow-origin",
       "log-format",
       "shutdown-timeout",
+      "redis",
+      "redis-presence-ttl",
     ]
   ) {
     assert.match(text, new RegExp(`--${flag} .*${envName(flag)}`));

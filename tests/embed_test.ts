@@ -50,7 +50,8 @@ Deno.test("mod.ts mounts under a path prefix of a plain Deno.serve app", async (
 });
 
 Deno.test("the page is embedded: served by a deno run without read permission", async () => {
-  const srv = await spawnServer([], ["--allow-net"]);
+  // --deny-read: not even a prompt could grant the read the page must not need.
+  const srv = await spawnServer([], ["--allow-net", "--deny-read"]);
   try {
     const res = await fetch(srv.http + "/");
     assert.equal(res.status, 200);

@@ -428,7 +428,7 @@ export async function spawnServer(
     new WritableStream({
       write(chunk) {
         out += chunk;
-        const m = out.match(/listening on http:\/\/[^:]+:(\d+)\//);
+        const m = out.match(/listening on https?:\/\/[^:]+:(\d+)\//);
         if (m) portFound.resolve(Number(m[1]));
       },
     }),

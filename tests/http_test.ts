@@ -129,6 +129,19 @@ Deno.test("GET /metrics is Prometheus text with the contract's series", () =>
     assert.match(after, /^hubbub_closes_total\{code="1000"\} 1$/m);
   }));
 
+Deno.test("GET /favicon.ico is the embedded icon, not a 404", () =>
+  withServer(async (srv) => {
+    const res = await fetch(srv.http + "/favicon.ico");
+    assert.equal(res.status, 200);
+    assert.equal(res.headers.get("content-type"), "image/x-icon");
+    const bytes = new Uint8Array(await res.arrayBuffer());
+    // ICO header: reserved 0, type 1 (icon), one image.
+    assert.deepEqual([...bytes.subarray(0, 6)], [0, 0, 1, 0, 1, 0]);
+    const head = await fetch(srv.http + "/favicon.ico", { method: "HEAD" });
+    assert.equal(head.status, 200);
+    assert.equal((await head.arrayBuffer()).byteLength, 0);
+  }));
+
 Deno.test("anything else is 404", () =>
   withServer(async (srv) => {
     for (const path of ["/nope", "/ws/", "/index.html", "/healthz/x"]) {

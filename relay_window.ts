@@ -1,0 +1,111 @@
+/**
+ * The history store of an instance whose rooms are sequenced elsewhere
+ * (`--redis`): for each room with members here, the newest records it
+ * delivered, under the epoch the relay gave it. The relay fills it when a
+ * room is loaded; the hub appends to it as it accepts each delivered
+ * record, so a welcome built from it ends exactly where the joiner's live
+ * delivery begins.
+ *
+ * @module
+ */
+
+import { type HistorySlice, type HistoryStore, sliceAfter } from "./history.ts";
+import type { ChatRecord } from "./protocol.ts";
+
+/** One room's recent records, contiguous and oldest first. */
+interface Window {
+  records: ChatRecord[];
+  last: number;
+  epoch: string;
+}
+
+/** Recent records per loaded room, `capacity` at most each. */
+export class RelayWindow implements HistoryStore {
+  readonly #capacity: number;
+  readonly #rooms = new Map<string, Window>();
+  #size = 0;
+
+  /** Keeps `capacity` records per room (0 keeps none). */
+  constructor(capacity: number) {
+    this.#capacity = capacity;
+  }
+
+  /** Starts the room's window afresh: `records` (oldest first) up to `last`. */
+  reset(room: string, epoch: string, last: number, records: ChatRecord[]) {
+    this.drop(room);
+    const kept = records.slice(Math.max(0, records.length - this.#capacity));
+    this.#rooms.set(room, { records: kept, last, epoch });
+    this.#size += kept.length;
+  }
+
+  /**
+   * Puts `older` (oldest first) in front of the room's records when they
+   * end right where the window begins, so that a welcome may reach further
+   * back than the window keeps; the next append trims it again. Returns
+   * whether they fitted.
+   */
+  prepend(room: string, older: ChatRecord[]): boolean {
+    const w = this.#rooms.get(room);
+    if (!w || older.length === 0) return false;
+    const first = w.records.length > 0 ? w.records[0].seq : w.last + 1;
+    if (older[older.length - 1].seq !== first - 1) return false;
+    w.records = [...older, ...w.records];
+    this.#size += older.length;
+    return true;
+  }
+
+  /** Forgets the room (its last member here left). */
+  drop(room: string): void {
+    const w = this.#rooms.get(room);
+    if (!w) return;
+    this.#size -= w.records.length;
+    this.#rooms.delete(room);
+  }
+
+  /** The room's epoch, "" when the room is not loaded. */
+  epoch(room: string): string {
+    return this.#rooms.get(room)?.epoch ?? "";
+  }
+
+  /** Seq of the room's oldest record kept, or one past its last when none. */
+  oldest(room: string): number {
+    const w = this.#rooms.get(room);
+    if (!w) return 0;
+    return w.records.length > 0 ? w.records[0].seq : w.last + 1;
+  }
+
+  append(room: string, rec: ChatRecord): void {
+    const w = this.#rooms.get(room);
+    if (!w) return;
+    w.last = rec.seq;
+    if (this.#capacity === 0) return;
+    w.records.push(rec);
+    this.#size++;
+    const excess = w.records.length - this.#capacity;
+    if (excess > 0) {
+      w.records.splice(0, excess);
+      this.#size -= excess;
+    }
+  }
+
+  lastSeq(room: string): number {
+    return this.#rooms.get(room)?.last ?? 0;
+  }
+
+  read(
+    room: string,
+    since: number | undefined,
+    epoch: string | undefined,
+  ): HistorySlice {
+    const w = this.#rooms.get(room) ?? { records: [], last: 0, epoch: "" };
+    const sameLife = epoch === undefined || epoch === w.epoch;
+    return {
+      ...sliceAfter(w.records, w.last, sameLife ? since : -1),
+      epoch: w.epoch,
+    };
+  }
+
+  size(): number {
+    return this.#size;
+  }
+}

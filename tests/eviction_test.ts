@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { SignJWT } from "jose";
 import { memory } from "../bench/memory.ts";
 import {
   clientFrame,
@@ -341,6 +342,43 @@ Deno.test("ghost sockets on /echo: evicted peers that keep sending stay counted 
       "evicted echo sockets released once their peers are gone",
     );
     assert.equal(await upgradeStatus(srv.http), 101);
+  } finally {
+    await stuck?.stop();
+    await srv.stop();
+  }
+});
+
+Deno.test("a never-reading socket whose token expires is held like an evicted one until its peer is gone", async () => {
+  const missing = await python3Missing();
+  if (missing) {
+    console.log(`skipped: ${missing}`);
+    return;
+  }
+  const secret = "a-test-secret-of-at-least-32-bytes!!";
+  const srv = await spawnServer(["--jwt-secret", secret]);
+  let stuck: Awaited<ReturnType<typeof stuckPeers>> | null = null;
+  try {
+    // Whole seconds: it runs out 2 to 3 seconds from now.
+    const exp = Math.floor(Date.now() / 1000) + 3;
+    const token = await new SignJWT({ sub: "stuck", exp })
+      .setProtectedHeader({ alg: "HS256" })
+      .sign(new TextEncoder().encode(secret));
+    stuck = await stuckPeers(srv.port, `/echo?token=${token}`, 1);
+    // 400 KB asked back and not read: queued, under --max-buffered-bytes,
+    // so the token's expiry is what lets the socket go.
+    await stuck.command("flood 50 8000");
+    await until(
+      async () => await metric(srv.http, UNCLOSED) === 1,
+      "the expired socket held until its queue drains",
+    );
+    assert.equal(await metric(srv.http, SLOW), 0);
+    assert.equal((await health(srv.http)).connections, 0);
+    await stuck.command("close");
+    await until(
+      async () => await metric(srv.http, UNCLOSED) === 0,
+      "the expired socket released once its peer is gone",
+    );
+    assert.equal(await metric(srv.http, 'hubbub_closes_total{code="1006"}'), 1);
   } finally {
     await stuck?.stop();
     await srv.stop();

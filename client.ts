@@ -76,6 +76,8 @@ export interface ClientContext {
   ): void;
   /** Takes note of a frame from a socket being let go, and drops it. */
   discard(socket: WebSocket): void;
+  /** Whether `socket` is being let go (closed once its queue drains). */
+  departing(socket: WebSocket): boolean;
 }
 
 /**
@@ -156,6 +158,12 @@ export class Client implements Member {
         return;
       }
     }
+  }
+
+  /** Whether the hub may still take this client in (see {@link Member.live}). */
+  get live(): boolean {
+    return this.socket.readyState === WebSocket.OPEN &&
+      !this.#ctx.departing(this.socket);
   }
 
   /** Called by the hub after it removed this client against its will. */

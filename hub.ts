@@ -100,6 +100,12 @@ export interface Member {
    * once what is queued for it went out (closing.ts).
    */
   close(code: number, text: string): void;
+  /**
+   * False once its socket closed or was let go: a socket being let go stays
+   * open until its queue drains (closing.ts), so `readyState` alone cannot
+   * say whether a join the relay finishes later may still take it in.
+   */
+  readonly live: boolean;
 }
 
 /**
@@ -284,8 +290,9 @@ export class Hub {
       return;
     }
     relay.admit(roomName, since, epoch, () => {
-      // The socket may have closed while the relay loaded the room.
-      if (member.socket.readyState !== WebSocket.OPEN || this.#stopped) {
+      // The socket may have closed, or been let go, while the relay loaded
+      // the room.
+      if (!member.live || this.#stopped) {
         if (!this.#rooms.has(roomName)) relay.vacated(roomName);
         return;
       }

@@ -287,6 +287,7 @@ export function createHubbub(options: HubbubOptions = {}): Hubbub {
     evictSocket,
     closeSocket,
     discard,
+    departing: (socket: WebSocket) => departing.has(socket),
     refreshToken,
   };
   /** Sockets held per client address, evicted ones included. */

@@ -9,11 +9,13 @@ import {
   rawRequest,
   readFrame,
   spawnServer,
+  type TestServer,
   until,
   UPGRADE_HEADERS,
   within,
   withServer,
 } from "./helpers.ts";
+import { redisMissing, startRedis } from "./redis_helpers.ts";
 
 /** The request line and headers of an upgrade, without any protocol offer. */
 function upgradeHead(port: number, path: string, extra: string[]): string[] {
@@ -94,51 +96,85 @@ Deno.test("Sec-WebSocket-Protocol: every spelling of a list upgrades; no 5xx, no
   assert.doesNotMatch(srv.stderr(), / ERROR /);
 });
 
+/**
+ * Types of what `ann` is sent after sending, in one write (so the server
+ * reads them in one turn), a message, a nick, a who and a malformed frame;
+ * read until both the message and the error came.
+ */
+async function replyOrder(srv: TestServer): Promise<string[]> {
+  const { conn, response } = await rawRequest(
+    srv.port,
+    upgradeHead(srv.port, "/ws?room=order&name=ann", [
+      `Sec-WebSocket-Protocol: ${JSON_SUBPROTOCOL}`,
+    ]),
+  );
+  try {
+    assert.equal(response.status, 101);
+    const lines: string[] = [];
+    const readUntil = async (...types: string[]) => {
+      const seen = () => lines.map((l) => JSON.parse(l).type);
+      while (!types.every((t) => seen().includes(t))) {
+        const frame = await readFrame(conn);
+        if (frame === null) throw new Error(`closed before ${types}`);
+        lines.push(...new TextDecoder().decode(frame.payload).split("\n"));
+      }
+      return seen();
+    };
+    await readUntil("join");
+    lines.length = 0;
+    const text = (o: unknown) =>
+      clientFrame(1, new TextEncoder().encode(JSON.stringify(o)));
+    const frames = [
+      text({ type: "message", text: "first" }),
+      text({ type: "nick", name: "bob" }),
+      text({ type: "who" }),
+      clientFrame(1, new TextEncoder().encode("{not json")),
+    ];
+    const all = new Uint8Array(frames.reduce((n, f) => n + f.length, 0));
+    let at = 0;
+    for (const f of frames) {
+      all.set(f, at);
+      at += f.length;
+    }
+    await conn.write(all);
+    return await readUntil("message", "error");
+  } finally {
+    conn.close();
+  }
+}
+
 Deno.test("a reply never overtakes a room event queued before it", () =>
   withServer(async (srv) => {
-    const { conn, response } = await rawRequest(
-      srv.port,
-      upgradeHead(srv.port, "/ws?room=order&name=ann", [
-        `Sec-WebSocket-Protocol: ${JSON_SUBPROTOCOL}`,
-      ]),
+    assert.deepEqual(
+      await replyOrder(srv),
+      ["message", "nick", "presence", "error"],
     );
-    try {
-      assert.equal(response.status, 101);
-      const lines: string[] = [];
-      const readUntil = async (type: string) => {
-        while (!lines.some((l) => JSON.parse(l).type === type)) {
-          const frame = await readFrame(conn);
-          if (frame === null) throw new Error(`closed before ${type}`);
-          lines.push(...new TextDecoder().decode(frame.payload).split("\n"));
-        }
-      };
-      await readUntil("join");
-      lines.length = 0;
-      // One write, so the server reads all four in the same turn.
-      const text = (o: unknown) =>
-        clientFrame(1, new TextEncoder().encode(JSON.stringify(o)));
-      const frames = [
-        text({ type: "message", text: "first" }),
-        text({ type: "nick", name: "bob" }),
-        text({ type: "who" }),
-        clientFrame(1, new TextEncoder().encode("{not json")),
-      ];
-      const all = new Uint8Array(frames.reduce((n, f) => n + f.length, 0));
-      let at = 0;
-      for (const f of frames) {
-        all.set(f, at);
-        at += f.length;
-      }
-      await conn.write(all);
-      await readUntil("error");
-      assert.deepEqual(
-        lines.map((l) => JSON.parse(l).type),
-        ["message", "nick", "presence", "error"],
-      );
-    } finally {
-      conn.close();
-    }
   }));
+
+Deno.test({
+  name:
+    "with --redis the same rule: replies keep their place, the message comes once the relay sequenced it",
+  ignore: redisMissing() !== null,
+  fn: async () => {
+    const redis = await startRedis();
+    try {
+      // The message is in the room's log only when the relay delivers it,
+      // after the turn that queued the nick, the presence and the error.
+      await withServer(async (srv) => {
+        await until(async () => {
+          const res = await fetch(`${srv.http}/healthz`);
+          return (await res.json()).status === "ok";
+        }, "the Redis link up");
+        assert.deepEqual(
+          await replyOrder(srv),
+          ["nick", "presence", "error", "message"],
+        );
+      }, { redis: redis.url });
+    } finally {
+      await redis.stop();
+    }
+  },
+});
 
 Deno.test("clientAddress: the TCP peer, or with --trust-proxy the address the proxy appended", () => {
   const remote: Deno.NetAddr = {

@@ -8,8 +8,9 @@
  */
 
 import { HistoryUnavailable } from "./history.ts";
-import type { Hub, Member, Room } from "./hub.ts";
+import type { Hub, Member, OwnLine, Room } from "./hub.ts";
 import type { Logger } from "./log.ts";
+import { InFlight } from "./inflight.ts";
 import type { EvictionReason, Metrics } from "./metrics.ts";
 import {
   exceedsBytes,
@@ -65,7 +66,19 @@ export interface ClientContext {
     code: number,
     text: string,
     client?: number,
+    inFlight?: InFlight,
   ): void;
+  /** Closes a socket the server is done with, once that is safe. */
+  closeSocket(
+    socket: WebSocket,
+    code: number,
+    text: string,
+    inFlight?: InFlight,
+  ): void;
+  /** Takes note of a frame from a socket being let go, and drops it. */
+  discard(socket: WebSocket): void;
+  /** Whether `socket` is being let go (closed once its queue drains). */
+  departing(socket: WebSocket): boolean;
 }
 
 /**
@@ -84,8 +97,9 @@ export class Client implements Member {
   readonly user: string | undefined;
   name: string;
   room: Room | null = null;
-  outbox: string[] | null = null;
+  outbox: OwnLine[] | null = null;
   cursor = 0;
+  readonly inFlight: InFlight = new InFlight();
 
   readonly #ctx: ClientContext;
   /** Where to join once the socket opens. */
@@ -155,15 +169,29 @@ export class Client implements Member {
     }
   }
 
+  /** Whether the hub may still take this client in (see {@link Member.live}). */
+  get live(): boolean {
+    return this.socket.readyState === WebSocket.OPEN &&
+      !this.#ctx.departing(this.socket);
+  }
+
   /** Called by the hub after it removed this client against its will. */
   evicted(reason: EvictionReason, code: number, text: string): void {
-    // May never complete against a peer that stopped reading
-    // (denoland/deno#27924): the close frame queues behind unsent data.
+    // Evicted while still being admitted: nothing early is replayed, and
+    // what arrives from now on is discarded.
+    this.#early = null;
     // The hub no longer knows this client and queues nothing more for it;
     // until Deno reports the close, what stays pinned is this small object
-    // and the socket's send buffer, bounded by --max-buffered-bytes plus one
-    // frame.
-    this.#ctx.evictSocket(this.socket, reason, code, text, this.id);
+    // and the socket's queue, bounded by --max-buffered-bytes (counting
+    // Deno's per-frame overhead) plus one visit's frames (closing.ts).
+    this.#ctx.evictSocket(
+      this.socket,
+      reason,
+      code,
+      text,
+      this.id,
+      this.inFlight,
+    );
   }
 
   /** Called by the hub once this client is in its room. */
@@ -175,11 +203,14 @@ export class Client implements Member {
 
   #onMessage(data: unknown): void {
     if (!this.room) {
-      if (this.#early === null) return; // evicted or closed by us
-      if (this.#early.length >= EARLY_FRAMES) {
-        this.#early = null;
+      if (this.#early === null) {
+        // Evicted or closed by us: the socket stays open until its queue
+        // drains (closing.ts); what it sends meanwhile is dropped.
+        this.#ctx.discard(this.socket);
+      } else if (this.#early.length >= EARLY_FRAMES) {
         this.#closeNow(1008, "too many messages before joining");
       } else {
+        // Still being admitted (the join may wait for the relay).
         this.#early.push(data);
       }
       return;
@@ -262,10 +293,16 @@ export class Client implements Member {
     return false;
   }
 
+  /** Called by the hub (or its relay) once it let this client go. */
+  close(code: number, text: string): void {
+    this.#early = null;
+    this.#ctx.closeSocket(this.socket, code, text, this.inFlight);
+  }
+
   /** Leaves the hub and closes; for protocol violations by the peer. */
   #closeNow(code: number, reason: string): void {
     this.#ctx.hub.leave(this);
-    this.socket.close(code, reason);
+    this.close(code, reason);
   }
 
   /**

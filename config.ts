@@ -33,6 +33,14 @@ export interface Config {
   rateBurst: number;
   /** Open sockets beyond which new upgrades get 503. */
   maxConnections: number;
+  /** Open sockets per client address beyond which upgrades get 503; 0 turns it off. */
+  maxConnectionsPerIp: number;
+  /** Whether the client address is the right-most `X-Forwarded-For` entry. */
+  trustProxy: boolean;
+  /** Bytes evicted-but-unreleased sockets may pin before upgrades get 503; 0 turns it off. */
+  maxEvictedBytes: number;
+  /** Resident memory in bytes beyond which upgrades get 503; 0 turns it off. */
+  maxMemory: number;
   /** Messages each room keeps in memory, for joins and reconnects. */
   history: number;
   /** Database file for durable history; empty keeps history in memory. */
@@ -74,6 +82,8 @@ interface FlagSpec<T> {
   default: string;
   help: string;
   parse: Parser<T>;
+  /** A switch: `--flag` alone means "true" (a value may still follow `=`). */
+  switch?: true;
 }
 
 /**
@@ -133,6 +143,33 @@ const FLAGS: { [K in keyof Config]: FlagSpec<Config[K]> } = {
     flag: "max-connections",
     default: "10000",
     help: "open sockets beyond which upgrades get 503",
+    parse: toInt,
+  },
+  maxConnectionsPerIp: {
+    flag: "max-connections-per-ip",
+    default: "1000",
+    help:
+      "open sockets per client address beyond which upgrades get 503 (0 = off)",
+    parse: toInt,
+  },
+  trustProxy: {
+    flag: "trust-proxy",
+    default: "false",
+    help: "client address from the right-most X-Forwarded-For entry",
+    parse: toBoolean,
+    switch: true,
+  },
+  maxEvictedBytes: {
+    flag: "max-evicted-bytes",
+    default: "268435456",
+    help:
+      "bytes evicted unclosed sockets may pin before upgrades get 503 (0 = off)",
+    parse: toInt,
+  },
+  maxMemory: {
+    flag: "max-memory",
+    default: "0",
+    help: "resident bytes beyond which upgrades get 503 (0 = off)",
     parse: toInt,
   },
   history: {
@@ -263,7 +300,9 @@ export function parseConfig(
   const options: Record<string, { type: "string" | "boolean" }> = {
     help: { type: "boolean" },
   };
-  for (const { flag } of SPECS) options[flag] = { type: "string" };
+  for (const spec of SPECS) {
+    options[spec.flag] = { type: spec.switch ? "boolean" : "string" };
+  }
   let values: Record<string, string | boolean | undefined>;
   try {
     ({ values } = parseArgs({
@@ -280,13 +319,15 @@ export function parseConfig(
 
   /** Where a flag's value comes from, as error messages name it. */
   const source = (flag: string): string =>
-    typeof values[flag] === "string" ? `--${flag}` : envName(flag);
+    values[flag] !== undefined ? `--${flag}` : envName(flag);
   /** The setting from the command line, the environment or its default. */
   const read = <K extends keyof Config>(key: K): Config[K] => {
     const { flag, default: fallback, parse } = FLAGS[key];
     const given = values[flag];
     const raw = typeof given === "string"
       ? given
+      : given === true
+      ? "true"
       : env(envName(flag)) ?? fallback;
     return parse(raw, source(flag));
   };
@@ -366,6 +407,13 @@ function toText(raw: string, source: string): string {
   return raw;
 }
 
+function toBoolean(raw: string, source: string): boolean {
+  const value = raw.trim().toLowerCase();
+  if (value === "true" || value === "1") return true;
+  if (value === "false" || value === "0") return false;
+  throw new ConfigError(`${source}: expected true or false, got "${raw}"`);
+}
+
 /** An optional setting: empty means not set. */
 function toOptional(raw: string): string | undefined {
   return raw === "" ? undefined : raw;
@@ -441,9 +489,9 @@ export function helpText(): string {
   for (const { flag, default: fallback, help } of SPECS) {
     const def = fallback === "" ? "none" : fallback;
     lines.push(
-      `  --${flag.padEnd(20)} ${help} (default ${def}; ${envName(flag)})`,
+      `  --${flag.padEnd(23)} ${help} (default ${def}; ${envName(flag)})`,
     );
   }
-  lines.push("  --help                 show this text");
+  lines.push("  --help                    show this text");
   return lines.join("\n");
 }

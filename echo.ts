@@ -7,8 +7,9 @@
  * @module
  */
 
+import { InFlight } from "./inflight.ts";
 import type { EvictionReason } from "./metrics.ts";
-import { exceedsBytes } from "./protocol.ts";
+import { exceedsBytes, utf8Length } from "./protocol.ts";
 
 /** Limits of one echo socket. */
 export interface EchoLimits {
@@ -28,7 +29,15 @@ export interface EchoTracking {
     reason: EvictionReason,
     code: number,
     text: string,
+    client?: number,
+    inFlight?: InFlight,
   ): void;
+  /** Closes a socket for a protocol violation, once that is safe. */
+  closeSocket(socket: WebSocket, code: number, text: string): void;
+  /** Takes note of a frame from a socket being let go, and drops it. */
+  discard(socket: WebSocket): void;
+  /** Whether the socket is being let go. */
+  departing(socket: WebSocket): boolean;
 }
 
 /** Echoes every frame `socket` receives until it closes. */
@@ -38,20 +47,37 @@ export function serveEcho(
   tracking: EchoTracking,
 ): void {
   socket.binaryType = "arraybuffer";
+  // One frame per echo: a peer echoing tiny frames it never reads would
+  // otherwise pin a kilobyte of Deno's per frame for a byte of payload.
+  const inFlight = new InFlight();
   socket.onclose = (ev) => tracking.untrack(socket, ev.code);
   socket.onmessage = (ev: MessageEvent<unknown>) => {
     const data = ev.data;
     if (socket.readyState !== WebSocket.OPEN) return;
+    if (tracking.departing(socket)) {
+      tracking.discard(socket);
+      return;
+    }
     if (typeof data !== "string" && !(data instanceof ArrayBuffer)) return;
-    const tooBig = typeof data === "string"
-      ? exceedsBytes(data, limits.maxEchoBytes)
-      : data.byteLength > limits.maxEchoBytes;
-    if (tooBig) {
-      socket.close(1009, "message too big");
-    } else if (socket.bufferedAmount > limits.maxBufferedBytes) {
-      tracking.evictSocket(socket, "slow_consumer", 1008, "slow consumer");
+    const bytes = typeof data === "string"
+      ? (exceedsBytes(data, limits.maxEchoBytes) ? Infinity : utf8Length(data))
+      : data.byteLength;
+    if (bytes > limits.maxEchoBytes) {
+      tracking.closeSocket(socket, 1009, "message too big");
+    } else if (
+      inFlight.pinned(socket.bufferedAmount) > limits.maxBufferedBytes
+    ) {
+      tracking.evictSocket(
+        socket,
+        "slow_consumer",
+        1008,
+        "slow consumer",
+        undefined,
+        inFlight,
+      );
     } else {
       socket.send(data);
+      inFlight.record(bytes, 1);
     }
   };
 }

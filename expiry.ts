@@ -30,6 +30,13 @@ interface Deadline {
   leave: (() => void) | undefined;
 }
 
+/** Closes a socket the server is done with. */
+export type CloseSocket = (
+  socket: WebSocket,
+  code: number,
+  reason: string,
+) => void;
+
 /** What a refresh needs to know of the socket that sent it. */
 export interface Refreshing {
   /** The socket whose deadline moves. */
@@ -46,15 +53,25 @@ export interface Refreshing {
 export class TokenLifetimes {
   readonly #auth: Auth | null;
   readonly #logger: Logger;
+  readonly #close: CloseSocket;
   readonly #deadlines = new Map<WebSocket, Deadline>();
   /** Each socket's refreshes, judged one after another: the last sent wins. */
   readonly #refreshes = new WeakMap<WebSocket, Promise<void>>();
   #timer: ReturnType<typeof setInterval> | null = null;
 
-  /** Lifetimes of tokens verified by `auth` (null: auth is off). */
-  constructor(auth: Auth | null, logger: Logger) {
+  /**
+   * Lifetimes of tokens verified by `auth` (null: auth is off); an expired
+   * socket is closed through `close` (the instance's, which waits until
+   * nothing is queued in front of the close frame; see closing.ts).
+   */
+  constructor(
+    auth: Auth | null,
+    logger: Logger,
+    close: CloseSocket = (socket, code, reason) => socket.close(code, reason),
+  ) {
     this.#auth = auth;
     this.#logger = logger;
+    this.#close = close;
   }
 
   /**
@@ -127,7 +144,7 @@ export class TokenLifetimes {
       this.#deadlines.delete(socket);
       this.#logger.log("info", "token expired");
       deadline.leave?.();
-      socket.close(POLICY_VIOLATION, "token expired");
+      this.#close(socket, POLICY_VIOLATION, "token expired");
     }
     if (this.#deadlines.size === 0) this.#stopTimer();
   };

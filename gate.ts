@@ -44,6 +44,12 @@ export interface GateOptions {
   allowOrigin: string[] | "*";
   /** Open sockets beyond which upgrades get 503. */
   maxConnections: number;
+  /** Open sockets per client address beyond which upgrades get 503; 0 = off. */
+  maxConnectionsPerIp: number;
+  /** Sockets the address holds now. */
+  connectionsFrom(address: string): number;
+  /** Why the process takes no more sockets now (load shedding), or null. */
+  shed(): string | null;
   /** Counters for refusals. */
   metrics: Metrics;
   /** Token verification; null when auth is off. */
@@ -87,6 +93,8 @@ export type Admitted<T> = T | Response | Promise<T | Response>;
 
 const ROOM_RULE = "room must be 1-64 characters of A-Z a-z 0-9 _ . -";
 const WHOLE_NUMBER = /^\d{1,15}$/;
+/** RFC 6455 4.1: a random 16-byte value, base64-encoded (24 characters). */
+const WEBSOCKET_KEY = /^[A-Za-z0-9+/]{22}==$/;
 const EPOCH = /^[A-Za-z0-9-]{1,36}$/;
 
 /** Decides, before any upgrade, whether a socket may open. */
@@ -98,8 +106,15 @@ export class Gate {
     this.#opts = opts;
   }
 
-  /** Admits a `/ws` request, or answers why not. */
-  chat(req: Request, url: URL): Admitted<ChatAdmission> {
+  /**
+   * Admits a `/ws` request from `address` (null when unknown), or answers
+   * why not.
+   */
+  chat(
+    req: Request,
+    url: URL,
+    address: string | null = null,
+  ): Admitted<ChatAdmission> {
     const bad = upgradeProblem(req);
     if (bad) return refusal(400, bad);
     const room = url.searchParams.get("room") ?? DEFAULT_ROOM;
@@ -115,10 +130,10 @@ export class Gate {
     if (!originAllowed(req, this.#opts.allowOrigin)) {
       return refusal(403, "origin not allowed");
     }
-    const offered = offeredProtocols(req);
+    const offered = offeredProtocols(req.headers.get("sec-websocket-protocol"));
     const json = offered.includes(JSON_SUBPROTOCOL);
     const name = url.searchParams.get("name");
-    return this.#admit(url, offered, room, (identity) => ({
+    return this.#admit(url, address, offered, room, (identity) => ({
       room,
       json,
       protocol: selectedProtocol(offered, json),
@@ -129,15 +144,22 @@ export class Gate {
     }));
   }
 
-  /** Admits an `/echo` request, or answers why not. */
-  echo(req: Request, url: URL): Admitted<EchoAdmission> {
+  /**
+   * Admits an `/echo` request from `address` (null when unknown), or
+   * answers why not.
+   */
+  echo(
+    req: Request,
+    url: URL,
+    address: string | null = null,
+  ): Admitted<EchoAdmission> {
     const bad = upgradeProblem(req);
     if (bad) return refusal(400, bad);
     if (!originAllowed(req, this.#opts.allowOrigin)) {
       return refusal(403, "origin not allowed");
     }
-    const offered = offeredProtocols(req);
-    return this.#admit(url, offered, null, (identity) => ({
+    const offered = offeredProtocols(req.headers.get("sec-websocket-protocol"));
+    return this.#admit(url, address, offered, null, (identity) => ({
       protocol: selectedProtocol(offered, false),
       identity,
     }));
@@ -177,17 +199,18 @@ export class Gate {
    */
   #admit<T>(
     url: URL,
+    address: string | null,
     offered: string[],
     room: string | null,
     admit: (identity: Identity | null) => T,
   ): Admitted<T> {
     const auth = this.#opts.auth;
-    if (!auth) return this.#capacity() ?? admit(null);
+    if (!auth) return this.#capacity(address) ?? admit(null);
     const token = url.searchParams.get("token") ?? bearerToken(offered);
     return auth.verify(token).then((verdict) => {
       const checked = withRoom(verdict, room);
       if (isAuthFailure(checked)) return this.#refuse(checked, url, room);
-      return this.#capacity() ?? admit(checked);
+      return this.#capacity(address) ?? admit(checked);
     });
   }
 
@@ -203,13 +226,28 @@ export class Gate {
     return authRefusal(failure);
   }
 
-  /** Shutdown and the connection cap: checked last, just before upgrading. */
-  #capacity(): Response | null {
+  /**
+   * Shutdown, the connection caps (total and per address) and load
+   * shedding: checked last, just before upgrading.
+   */
+  #capacity(address: string | null): Response | null {
     const opts = this.#opts;
     if (opts.closing()) return refusal(503, "server shutting down");
     if (opts.connections() >= opts.maxConnections) {
       opts.metrics.rejectedConnections++;
       return refusal(503, "too many connections");
+    }
+    if (
+      address !== null && opts.maxConnectionsPerIp > 0 &&
+      opts.connectionsFrom(address) >= opts.maxConnectionsPerIp
+    ) {
+      opts.metrics.rejectedConnections++;
+      return refusal(503, "too many connections from your address");
+    }
+    const shed = opts.shed();
+    if (shed !== null) {
+      opts.metrics.rejectedConnections++;
+      return refusal(503, shed);
     }
     return null;
   }
@@ -272,15 +310,24 @@ function upgradeProblem(req: Request): string | null {
   if (req.headers.get("sec-websocket-version") !== "13") {
     return "Sec-WebSocket-Version must be 13";
   }
-  if (!req.headers.get("sec-websocket-key")) {
-    return "missing Sec-WebSocket-Key";
+  const key = req.headers.get("sec-websocket-key");
+  if (!key) return "missing Sec-WebSocket-Key";
+  if (!WEBSOCKET_KEY.test(key)) {
+    return "Sec-WebSocket-Key must be 16 bytes in base64";
   }
   return null;
 }
 
-function offeredProtocols(req: Request): string[] {
-  return (req.headers.get("sec-websocket-protocol") ?? "")
-    .split(",").map((p) => p.trim()).filter((p) => p !== "");
+/**
+ * The subprotocols a `Sec-WebSocket-Protocol` value offers, in order. It is
+ * an HTTP list: `a,b`, `a, b` and `a,  b` are the same offer, and repeated
+ * headers arrive joined by `Headers.get` with ", ". Pure, so that every
+ * reader of the offer (the JSON choice, a `bearer.<JWT>` entry) reads the
+ * same list.
+ */
+export function offeredProtocols(header: string | null): string[] {
+  if (header === null) return [];
+  return header.split(",").map((p) => p.trim()).filter((p) => p !== "");
 }
 
 /**

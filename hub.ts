@@ -36,6 +36,7 @@ import {
   HistoryUnavailable,
   type Unstored,
 } from "./history.ts";
+import type { InFlight } from "./inflight.ts";
 import type { EvictionReason, Metrics } from "./metrics.ts";
 import {
   type ChatRecord,
@@ -105,14 +106,48 @@ export interface Member {
   readonly user?: string;
   /** The room it is in; null before join and after leave. */
   room: Room | null;
-  /** Lines for this member alone, sent with its next frame. */
-  outbox: string[] | null;
+  /** Lines for this member alone, sent at its next visit. */
+  outbox: OwnLine[] | null;
   /** Index in its room's log of the first event it has not been sent. */
   cursor: number;
+  /** Its socket's queued frames, for what they hold beyond `bufferedAmount`. */
+  readonly inFlight: InFlight;
   /** Called once when the hub removes the member against its will. */
   evicted(reason: EvictionReason, code: number, text: string): void;
   /** Called once the member is in its room (at once, unless a relay loads it). */
   joined(): void;
+  /**
+   * Closes the socket of a member the hub has let go (not an eviction),
+   * once what is queued for it went out (closing.ts).
+   */
+  close(code: number, text: string): void;
+  /**
+   * False once its socket closed or was let go: a socket being let go stays
+   * open until its queue drains (closing.ts), so `readyState` alone cannot
+   * say whether a join the relay finishes later may still take it in.
+   */
+  readonly live: boolean;
+}
+
+/**
+ * A line for one member (welcome, presence, error), with the place in the
+ * room's log it was decided at: it follows the events before that index and
+ * precedes the rest, so a reply never overtakes a room event queued before
+ * it.
+ */
+export interface OwnLine {
+  /** The JSON line. */
+  text: string;
+  /** The room's log end when the line was queued. */
+  after: number;
+}
+
+/** Frames ready to send, with what they count for in the metrics. */
+interface Frames {
+  frames: readonly string[];
+  bytes: number;
+  /** Chat messages in them. */
+  messages: number;
 }
 
 /** One room event not yet delivered to every member. */
@@ -283,15 +318,16 @@ export class Hub {
       return;
     }
     relay.admit(roomName, since, epoch, () => {
-      // The socket may have closed while the relay loaded the room.
-      if (member.socket.readyState !== WebSocket.OPEN || this.#stopped) {
+      // The socket may have closed, or been let go, while the relay loaded
+      // the room.
+      if (!member.live || this.#stopped) {
         if (!this.#rooms.has(roomName)) relay.vacated(roomName);
         return;
       }
       this.#join(member, roomName, since, epoch);
     }, () => {
       if (!this.#rooms.has(roomName)) relay.vacated(roomName);
-      member.socket.close(UNAVAILABLE, "chat unavailable, try again later");
+      member.close(UNAVAILABLE, "chat unavailable, try again later");
     });
   }
 
@@ -596,14 +632,19 @@ export class Hub {
     if (member.json) this.sendTo(member, encodeError(code, message));
   }
 
-  /** Queues a line for one member; it goes out in the next turn. */
+  /**
+   * Queues a line for one member; it goes out in the next turn, after the
+   * room events already queued and before those queued later.
+   */
   sendTo(member: Member, line: string): void {
-    if (!member.room) return;
+    const room = member.room;
+    if (!room) return;
+    const own: OwnLine = { text: line, after: room.logEnd };
     if (member.outbox) {
-      member.outbox.push(line);
+      member.outbox.push(own);
       return;
     }
-    member.outbox = [line];
+    member.outbox = [own];
     this.#dirtyMembers.push(member);
     this.#schedule();
   }
@@ -777,33 +818,102 @@ export class Hub {
   }
 
   /**
-   * Sends a member its own lines and the log it has not had, as one frame
-   * (more only when that is over {@link FRAME_CHARS}). Returns the number
-   * of frames sent.
+   * Sends a member the log it has not had, with its own lines in their
+   * place, as one frame (more only when that is over {@link FRAME_CHARS}).
+   * Returns the number of frames sent.
    */
   #visit(room: Room, member: Member): number {
     const end = room.logEnd;
-    if (member.cursor === end) {
-      return member.outbox === null ? 0 : this.#send(member, NO_FRAMES, 0, 0);
-    }
-    const batch = this.#batch(room, member.cursor, end);
+    const own = member.outbox;
+    member.outbox = null;
+    const from = member.cursor;
     member.cursor = end;
-    return member.json
-      ? this.#send(member, batch.json, batch.jsonBytes, batch.jsonMessages)
-      : this.#send(member, batch.plain, batch.plainBytes, batch.plainMessages);
+    if (own === null) {
+      if (from === end) return 0;
+      // The hot path: the shared batch as it is, nothing allocated.
+      const batch = this.#batch(room, from, end);
+      return member.json
+        ? this.#send(member, batch.json, batch.jsonBytes, batch.jsonMessages)
+        : this.#send(
+          member,
+          batch.plain,
+          batch.plainBytes,
+          batch.plainMessages,
+        );
+    }
+    const out = this.#interleave(room, member, own, from, end);
+    return this.#send(member, out.frames, out.bytes, out.messages);
   }
 
   /**
-   * The frames for the log from `from` to its end, built once and shared by
-   * every member visited with the same cursor while the log stays as it is.
+   * The log from `from` to `end` with `own` lines each where it was decided.
+   * In the usual cases (lines decided while the member was up to date, or
+   * after everything it has not had) the log part is the shared batch.
    */
-  #batch(room: Room, from: number, end: number): Batch {
-    if (room.batchEnd !== end) {
-      room.batches.clear();
-      room.batchEnd = end;
+  #interleave(
+    room: Room,
+    member: Member,
+    own: OwnLine[],
+    from: number,
+    end: number,
+  ): Frames {
+    const pieces: string[] = [];
+    let bytes = 0;
+    let messages = 0;
+    const addLog = (to: number) => {
+      if (to <= from) return;
+      const part = this.#slice(room, member, from, to);
+      pieces.push(...part.frames);
+      bytes += part.bytes;
+      messages += part.messages;
+      from = to;
+    };
+    // Each own line is a piece of its own, so a long run of them (a
+    // catch-up after the welcome) is cut into frames like the log is.
+    for (const line of own) {
+      addLog(line.after);
+      pieces.push(line.text);
+      bytes += utf8Length(line.text);
     }
-    const cached = room.batches.get(from);
-    if (cached) return cached;
+    addLog(end);
+    const frames = coalesce(pieces);
+    // Each join of two pieces adds a newline.
+    bytes += pieces.length - frames.length;
+    return { frames, bytes, messages };
+  }
+
+  /** The member's format of the log from `from` to `to`. */
+  #slice(room: Room, member: Member, from: number, to: number): Frames {
+    const batch = this.#batch(room, from, to);
+    return member.json
+      ? {
+        frames: batch.json,
+        bytes: batch.jsonBytes,
+        messages: batch.jsonMessages,
+      }
+      : {
+        frames: batch.plain,
+        bytes: batch.plainBytes,
+        messages: batch.plainMessages,
+      };
+  }
+
+  /**
+   * The frames for the log from `from` to `to`. Those that run to the log's
+   * end are built once and shared by every member visited with the same
+   * cursor while the log stays as it is; a part that stops short (before a
+   * member's own line) is built for that member alone.
+   */
+  #batch(room: Room, from: number, to: number): Batch {
+    const end = room.logEnd;
+    if (to === end) {
+      if (room.batchEnd !== end) {
+        room.batches.clear();
+        room.batchEnd = end;
+      }
+      const cached = room.batches.get(from);
+      if (cached) return cached;
+    }
 
     // Each format only when someone speaks it: a JSON-only room would
     // otherwise build and measure plain frames nobody is sent.
@@ -813,7 +923,7 @@ export class Hub {
     let plainMessages = 0;
     const json = new FrameBuilder();
     let jsonMessages = 0;
-    for (let i = from - room.logStart; i < room.log.length; i++) {
+    for (let i = from - room.logStart; i < to - room.logStart; i++) {
       const ev = room.log[i];
       if (withPlain && ev.plain !== null && ev.plain !== "") {
         plain.add(ev.plain);
@@ -834,43 +944,21 @@ export class Hub {
       jsonBytes: bytesOf(jsonFrames),
       jsonMessages,
     };
-    room.batches.set(from, batch);
+    if (to === end) room.batches.set(from, batch);
     return batch;
   }
 
   /**
-   * Sends the member's own pending lines and then `shared`, the own lines in
-   * the same frame as the first shared one when both fit in
-   * {@link FRAME_CHARS}, unless the member is already too far behind or the
-   * hub has stopped. Returns the number of frames sent.
+   * Sends `frames` (`bytes` of payload, `messages` chat messages) unless the
+   * member is already too far behind or the hub has stopped. Returns the
+   * number of frames sent.
    */
   #send(
     member: Member,
-    shared: readonly string[],
+    frames: readonly string[],
     bytes: number,
     messages: number,
   ): number {
-    let frames = shared;
-    if (member.outbox) {
-      const builder = new FrameBuilder();
-      for (const line of member.outbox) builder.add(line);
-      member.outbox = null;
-      const own = builder.frames();
-      bytes += bytesOf(own);
-      const last = own[own.length - 1];
-      if (shared.length === 0) {
-        frames = own;
-      } else if (last.length + 1 + shared[0].length > FRAME_CHARS) {
-        frames = [...own, ...shared];
-      } else {
-        frames = [
-          ...own.slice(0, -1),
-          last + "\n" + shared[0],
-          ...shared.slice(1),
-        ];
-        bytes += 1;
-      }
-    }
     if (frames.length === 0 || this.#stopped) return 0;
     const socket = member.socket;
     if (socket.readyState !== WebSocket.OPEN) return 0;
@@ -879,11 +967,15 @@ export class Hub {
     // each other: a member reading as fast as it can would be evicted for a
     // burst that arrived in one read. What an evicted member can pin stays
     // the limit plus one visit's frames.
-    if (socket.bufferedAmount > this.#opts.maxBufferedBytes) {
+    // Payload and Deno's per-frame overhead: frames of 64 bytes queued one
+    // per visit pinned seven times the limit by payload alone.
+    const pinned = member.inFlight.pinned(socket.bufferedAmount);
+    if (pinned > this.#opts.maxBufferedBytes) {
       this.evict(member, "slow_consumer", 1008, "slow consumer");
       return 0;
     }
     for (const frame of frames) socket.send(frame);
+    member.inFlight.record(bytes, frames.length);
     const metrics = this.#opts.metrics;
     metrics.framesOut += frames.length;
     metrics.bytesOut += bytes;
@@ -892,7 +984,28 @@ export class Hub {
   }
 }
 
-const NO_FRAMES: readonly string[] = [];
+/**
+ * Joins consecutive pieces with `\n` while the frame stays within
+ * {@link FRAME_CHARS}: a member's own lines ride in the frame next to them.
+ * Shared frames are already as full as the cap allows, so at most their
+ * neighbours join them.
+ */
+function coalesce(pieces: readonly string[]): string[] {
+  const frames: string[] = [];
+  let current: string | null = null;
+  for (const piece of pieces) {
+    if (current === null) {
+      current = piece;
+    } else if (current.length + 1 + piece.length <= FRAME_CHARS) {
+      current += "\n" + piece;
+    } else {
+      frames.push(current);
+      current = piece;
+    }
+  }
+  if (current !== null) frames.push(current);
+  return frames;
+}
 
 /** Close code "try again later": the relay could not load the room. */
 const UNAVAILABLE = 1013;

@@ -37,6 +37,8 @@ export class Metrics {
   historyWrites = 0;
   /** Seconds spent in history commits in all. */
   historyWriteSeconds = 0;
+  /** Frames read from sockets being let go, and dropped unread. */
+  evictedFramesDiscarded = 0;
   /** Upgrades refused by auth, by reason. */
   readonly authFailures = new Map<AuthFailureReason, number>();
   /** Evictions by reason. */
@@ -91,6 +93,7 @@ export class Metrics {
       evictedUnclosed: number;
       /** Rows of history on disk; null without `--data`. */
       historyStored?: number | null;
+      evictedBytes: number;
       /** The Redis link, when the instance uses one. */
       redis?: { up: boolean; reconnects: number; refused: number };
     },
@@ -107,10 +110,12 @@ export class Metrics {
         out.push(`${name}${labels} ${value}`);
       }
     };
-    metric("hubbub_connections", "gauge", "Open WebSocket connections.", [[
-      "",
-      gauges.connections,
-    ]]);
+    metric(
+      "hubbub_connections",
+      "gauge",
+      "WebSocket connections being served (not those being let go).",
+      [["", gauges.connections]],
+    );
     metric("hubbub_rooms", "gauge", "Rooms with at least one member.", [[
       "",
       gauges.rooms,
@@ -162,7 +167,7 @@ export class Metrics {
     metric(
       "hubbub_rejected_connections_total",
       "counter",
-      "Upgrades refused with 503 by --max-connections.",
+      "Upgrades refused with 503 by --max-connections, --max-connections-per-ip or load shedding.",
       [["", this.rejectedConnections]],
     );
     metric(
@@ -177,8 +182,20 @@ export class Metrics {
     metric(
       "hubbub_evicted_unclosed_sockets",
       "gauge",
-      "Evicted sockets still waiting for their close to complete.",
+      "Sockets evicted or closed by the server that Deno has not released.",
       [["", gauges.evictedUnclosed]],
+    );
+    metric(
+      "hubbub_evicted_unclosed_bytes",
+      "gauge",
+      "Memory their unsent frames hold (payload and per-frame overhead).",
+      [["", gauges.evictedBytes]],
+    );
+    metric(
+      "hubbub_evicted_frames_discarded_total",
+      "counter",
+      "Frames read from sockets being let go, dropped unread.",
+      [["", this.evictedFramesDiscarded]],
     );
     metric(
       "hubbub_history_messages",

@@ -21,6 +21,8 @@ import { createHash } from "node:crypto";
 import { Auth, type AuthOptions } from "./auth.ts";
 import { Client, type ClientLimits } from "./client.ts";
 import { DurableHistory } from "./durable_history.ts";
+import { ClosingSockets } from "./closing.ts";
+import type { InFlight } from "./inflight.ts";
 import { FAVICON, FAVICON_CACHE, FAVICON_TYPE } from "./favicon.ts";
 import { type HistoryStore, MemoryHistory } from "./history.ts";
 import type { DataSync } from "./history_db.ts";
@@ -35,6 +37,8 @@ import {
   Gate,
   refusal,
 } from "./gate.ts";
+import { AddressCounts, clientAddress } from "./addresses.ts";
+import { LoadGuard } from "./guard.ts";
 import { checkName } from "./protocol.ts";
 import { RedisBus } from "./redis_bus.ts";
 import page from "./static/home.html" with { type: "text" };
@@ -60,6 +64,14 @@ export interface HubbubOptions extends AuthOptions {
   rateBurst?: number;
   /** Open sockets beyond which upgrades get 503; default 10000. */
   maxConnections?: number;
+  /** Open sockets per client address beyond which upgrades get 503, 0 = off; default 1000. */
+  maxConnectionsPerIp?: number;
+  /** Take the client address from the right-most `X-Forwarded-For` entry; default false. */
+  trustProxy?: boolean;
+  /** Bytes evicted-but-unreleased sockets may pin before upgrades get 503, 0 = off; default 256 MiB. */
+  maxEvictedBytes?: number;
+  /** Resident memory beyond which upgrades get 503, 0 = off; default off. */
+  maxMemory?: number;
   /** Messages kept per room in memory (sent on join); default 100. */
   history?: number;
   /**
@@ -95,9 +107,14 @@ export interface HubbubOptions extends AuthOptions {
 export interface Hubbub {
   /**
    * Answers every request under `basePath`; asynchronously only where a
-   * token is verified.
+   * token is verified. `info` is Deno.serve's second argument: without it
+   * (or `trustProxy`) no address is known, and `maxConnectionsPerIp` does
+   * not apply.
    */
-  handler: (req: Request) => Response | Promise<Response>;
+  handler: (
+    req: Request,
+    info?: Deno.ServeHandlerInfo,
+  ) => Response | Promise<Response>;
   /**
    * Refuses new sockets, closes every open one with 1001 "server shutting
    * down" and resolves once they are closed, or after `timeoutMs`.
@@ -130,6 +147,23 @@ const PAGE_BYTES = new TextEncoder().encode(page);
 const GOING_AWAY = 1001;
 
 /**
+ * Default of `--max-connections-per-ip`: a tenth of the default
+ * `--max-connections`, so that one address cannot lock everyone else out
+ * (50 never-reading peers from one address filled a cap of 50), while a
+ * large NAT, or a proxy whose address is not unwrapped (`--trust-proxy`),
+ * still fits.
+ */
+const DEFAULT_MAX_CONNECTIONS_PER_IP = 1000;
+
+/**
+ * Default of `--max-evicted-bytes`: about 230 evicted peers at the default
+ * `--max-buffered-bytes` (1.1 MB each, measured), a quarter of a gigabyte
+ * that no reader is taking.
+ */
+const DEFAULT_MAX_EVICTED_BYTES = 256 * 1024 * 1024;
+const ABNORMAL_CLOSURE = 1006;
+
+/**
  * Deno's server WebSocket copies every frame into a per-socket buffer that
  * keeps the size of the largest frame the socket was ever sent, until the
  * socket closes: 1.4 MB welcomes grew the server 2.4 MB per client. With
@@ -150,6 +184,7 @@ export function createHubbub(options: HubbubOptions = {}): Hubbub {
   const maxEchoBytes = options.maxEchoBytes ?? 1 << 20;
   const idleTimeout = options.idleTimeout ?? 60;
   const maxConnections = options.maxConnections ?? 10000;
+  const trustProxy = options.trustProxy ?? false;
   const allowOrigin = options.allowOrigin ?? [];
   const logger = options.logger ?? silentLogger;
   useVectoredWrites(logger);
@@ -199,15 +234,41 @@ export function createHubbub(options: HubbubOptions = {}): Hubbub {
   let closing = false;
   let guestNumber = 0;
 
-  /** Evicted sockets whose close Deno has not reported (denoland/deno#27924). */
-  const evictedSockets = new Set<WebSocket>();
+  /**
+   * Sockets the server gave up on, until Deno releases them
+   * (denoland/deno#27924): still in `sockets`, so they count against the
+   * cap, but not among those served.
+   */
+  const departing = new ClosingSockets();
 
   /** Idempotent: Deno may dispatch close more than once. */
   function untrack(socket: WebSocket, code: number): void {
     if (!sockets.delete(socket)) return;
-    evictedSockets.delete(socket);
+    departing.released(socket);
+    addresses.remove(socket);
     lifetimes.forget(socket);
-    metrics.closed(code);
+    // Deno reports a connection that ended without a close frame (a TCP
+    // drop) as code 0; RFC 6455 and every client call that 1006.
+    metrics.closed(code === 0 ? ABNORMAL_CLOSURE : code);
+  }
+
+  /**
+   * Closes a socket the server is done with (a protocol violation, an
+   * expired token, a refusal by the relay), once that is safe (closing.ts).
+   */
+  function closeSocket(
+    socket: WebSocket,
+    code: number,
+    text: string,
+    inFlight: InFlight | null = null,
+  ): void {
+    departing.close(socket, code, text, inFlight);
+  }
+
+  /** A frame from a socket being let go: dropped unread, but noted. */
+  function discard(socket: WebSocket): void {
+    metrics.evictedFramesDiscarded++;
+    departing.input(socket);
   }
 
   /** The one way chat and echo sockets are evicted: counted, logged, closed. */
@@ -217,20 +278,28 @@ export function createHubbub(options: HubbubOptions = {}): Hubbub {
     code: number,
     text: string,
     client?: number,
+    inFlight: InFlight | null = null,
   ): void {
     metrics.evicted(reason);
-    evictedSockets.add(socket);
+    const buffered = socket.bufferedAmount;
     logger.log("warn", "client evicted", {
       reason,
       code,
-      buffered: socket.bufferedAmount,
+      buffered,
+      ...(inFlight ? { pinned: inFlight.pinned(buffered) } : {}),
       ...(client === undefined ? {} : { client }),
     });
-    socket.close(code, text);
+    closeSocket(socket, code, text, inFlight);
   }
 
+  /** Sockets being served: held, less those being let go. */
+  const served = () => sockets.size - departing.size;
+
   const auth = Auth.fromOptions(options, logger);
-  const lifetimes = new TokenLifetimes(auth, logger);
+  // An expired token's socket leaves through closeSocket like any other the
+  // server gives up on: counted among those being let go until Deno
+  // releases it, never closed behind a queue its peer does not read.
+  const lifetimes = new TokenLifetimes(auth, logger, closeSocket);
 
   function refreshToken(client: Client, token: string): void {
     lifetimes.refresh({
@@ -248,11 +317,26 @@ export function createHubbub(options: HubbubOptions = {}): Hubbub {
     limits,
     untrack,
     evictSocket,
+    closeSocket,
+    discard,
+    departing: (socket: WebSocket) => departing.has(socket),
     refreshToken,
   };
+  /** Sockets held per client address, evicted ones included. */
+  const addresses = new AddressCounts();
+  const guard = new LoadGuard({
+    maxEvictedBytes: options.maxEvictedBytes ?? DEFAULT_MAX_EVICTED_BYTES,
+    evictedBytes: () => departing.pinnedBytes(),
+    maxMemory: options.maxMemory ?? 0,
+    logger,
+  });
   const gate = new Gate({
     allowOrigin,
     maxConnections,
+    maxConnectionsPerIp: options.maxConnectionsPerIp ??
+      DEFAULT_MAX_CONNECTIONS_PER_IP,
+    connectionsFrom: (address) => addresses.count(address),
+    shed: () => guard.refusal(),
     metrics,
     auth,
     logger,
@@ -260,23 +344,44 @@ export function createHubbub(options: HubbubOptions = {}): Hubbub {
     closing: () => closing,
   });
 
-  function chat(req: Request, url: URL): Response | Promise<Response> {
-    const admitted = gate.chat(req, url);
+  /**
+   * Upgrades without Deno's `protocol` option: it checks the choice against
+   * its own split of the offer on ", " and throws (a 500) on
+   * `chat,hubbub.v1`, as npm `ws` writes it. The gate read the offer as the
+   * HTTP list it is and chose (never a `bearer.<JWT>` entry); the answer
+   * header is the whole of choosing a subprotocol.
+   */
+  function upgrade(
+    req: Request,
+    protocol: string | null,
+  ): { socket: WebSocket; response: Response } {
+    const upgraded = Deno.upgradeWebSocket(req, { idleTimeout });
+    if (protocol !== null) {
+      upgraded.response.headers.set("sec-websocket-protocol", protocol);
+    }
+    return upgraded;
+  }
+
+  function chat(
+    req: Request,
+    url: URL,
+    address: string | null,
+  ): Response | Promise<Response> {
+    const admitted = gate.chat(req, url, address);
     return admitted instanceof Promise
-      ? admitted.then((a) => openChat(req, a))
-      : openChat(req, admitted);
+      ? admitted.then((a) => openChat(req, a, address))
+      : openChat(req, admitted, address);
   }
 
   function openChat(
     req: Request,
     admitted: ChatAdmission | Response,
+    address: string | null,
   ): Response {
     if (admitted instanceof Response) return admitted;
-    const { socket, response } = Deno.upgradeWebSocket(req, {
-      idleTimeout,
-      ...(admitted.protocol ? { protocol: admitted.protocol } : {}),
-    });
+    const { socket, response } = upgrade(req, admitted.protocol);
     sockets.add(socket);
+    addresses.add(socket, address);
     const { room, since, epoch, identity } = admitted;
     let name: string;
     if (identity) {
@@ -296,32 +401,41 @@ export function createHubbub(options: HubbubOptions = {}): Hubbub {
     return response;
   }
 
-  function echo(req: Request, url: URL): Response | Promise<Response> {
-    const admitted = gate.echo(req, url);
+  function echo(
+    req: Request,
+    url: URL,
+    address: string | null,
+  ): Response | Promise<Response> {
+    const admitted = gate.echo(req, url, address);
     return admitted instanceof Promise
-      ? admitted.then((a) => openEcho(req, a))
-      : openEcho(req, admitted);
+      ? admitted.then((a) => openEcho(req, a, address))
+      : openEcho(req, admitted, address);
   }
 
   function openEcho(
     req: Request,
     admitted: EchoAdmission | Response,
+    address: string | null,
   ): Response {
     if (admitted instanceof Response) return admitted;
-    const { socket, response } = Deno.upgradeWebSocket(req, {
-      idleTimeout,
-      ...(admitted.protocol ? { protocol: admitted.protocol } : {}),
-    });
+    const { socket, response } = upgrade(req, admitted.protocol);
     sockets.add(socket);
+    addresses.add(socket, address);
     serveEcho(socket, { maxEchoBytes, maxBufferedBytes }, {
       untrack,
       evictSocket,
+      closeSocket,
+      discard,
+      departing: (s) => departing.has(s),
     });
     lifetimes.watch(socket, admitted.identity);
     return response;
   }
 
-  function handler(req: Request): Response | Promise<Response> {
+  function handler(
+    req: Request,
+    info?: Deno.ServeHandlerInfo,
+  ): Response | Promise<Response> {
     const url = new URL(req.url);
     if (!url.pathname.startsWith(base)) return refusal(404, "not found");
     const path = url.pathname.slice(base.length);
@@ -351,9 +465,9 @@ export function createHubbub(options: HubbubOptions = {}): Hubbub {
             },
           }));
       case "/ws":
-        return chat(req, url);
+        return chat(req, url, clientAddress(req, info?.remoteAddr, trustProxy));
       case "/echo":
-        return echo(req, url);
+        return echo(req, url, clientAddress(req, info?.remoteAddr, trustProxy));
       case "/auth":
         return readOnly(req, () => gate.authCheck(req, url));
       case "/healthz":
@@ -362,8 +476,9 @@ export function createHubbub(options: HubbubOptions = {}): Hubbub {
         return readOnly(req, () =>
           new Response(
             metrics.render({
-              connections: sockets.size,
-              evictedUnclosed: evictedSockets.size,
+              connections: served(),
+              evictedUnclosed: departing.size,
+              evictedBytes: departing.pinnedBytes(),
               rooms: hub.roomCount,
               historyMessages: history.size(),
               historyStored: history.stored(),
@@ -388,7 +503,7 @@ export function createHubbub(options: HubbubOptions = {}): Hubbub {
     const degraded = bus !== null && !bus.state.up;
     return Response.json({
       status: closing ? "stopping" : degraded ? "degraded" : "ok",
-      connections: sockets.size,
+      connections: served(),
       rooms: hub.roomCount,
       uptime: Math.round(metrics.uptimeSeconds() * 1000) / 1000,
       ...(bus ? { redis: bus.state.up ? "up" : "down" } : {}),
@@ -407,6 +522,7 @@ export function createHubbub(options: HubbubOptions = {}): Hubbub {
     for (const member of hub.members()) hub.leave(member);
     hub.stop();
     history.close();
+    departing.stop();
     await bus?.close();
     const deadline = Date.now() + timeoutMs;
     while (sockets.size > 0 && Date.now() < deadline) {

@@ -609,7 +609,7 @@ export class RedisBus implements Relay {
     // A plain client has no error message: a close with a reason is what it
     // can see, and its reconnect finds the service back or refused.
     hub.leave(sender);
-    sender.socket.close(1013, "message not sent: chat unavailable");
+    sender.close(1013, "message not sent: chat unavailable");
   }
 
   async #read(room: string, from: string, count: number): Promise<RoomRead> {

@@ -37,6 +37,8 @@ async function serve(env: Record<string, string>) {
       "0",
       "--max-connections",
       "100000",
+      "--max-connections-per-ip",
+      "0",
     ],
     env,
     stdout: "piped",

@@ -112,6 +112,7 @@ async function startServer(
     "--hostname=127.0.0.1",
     "--rate-limit=0",
     "--max-connections=100000",
+    "--max-connections-per-ip=0",
     ...extra,
   ]);
   for (;;) {

@@ -255,6 +255,34 @@ Deno.test("auth: the bearer entry carries the token; it is never echoed and hubb
   }, AUTH);
 });
 
+Deno.test("auth: the offer is read as an HTTP list (no spaces, repeats); same choice, no token echoed, no 5xx", async () => {
+  await withServer(async (srv) => {
+    const token = await mint();
+    // What each spelling of the offer selects; null: no protocol header.
+    const cases: [string, string, string | null][] = [
+      ["/ws", `hubbub.v1,bearer.${token}`, "hubbub.v1"],
+      ["/ws", `bearer.${token},hubbub.v1`, "hubbub.v1"],
+      ["/ws", `chat,bearer.${token},  hubbub.v1`, "hubbub.v1"],
+      ["/ws", `bearer,bearer.${token}`, "bearer"],
+      ["/ws", `bearer.${token},chat`, null],
+      ["/echo", `hubbub.v1,bearer.${token}`, null],
+      ["/echo", `bearer.${token},bearer`, "bearer"],
+    ];
+    // 101 for each: the token was read whole from the entry, or auth would
+    // have refused with 401.
+    for (const [path, offer, selected] of cases) {
+      const res = await fetch(srv.http + path, {
+        headers: { ...UPGRADE_HEADERS, "sec-websocket-protocol": offer },
+      });
+      await res.body?.cancel();
+      const label = `${path} ${offer.replace(token, "<JWT>")}`;
+      assert.equal(res.status, 101, label);
+      assert.equal(res.headers.get("sec-websocket-protocol"), selected, label);
+      assert(![...res.headers].some(([, v]) => v.includes(token)), label);
+    }
+  }, AUTH);
+});
+
 Deno.test("auth: the name comes from the token (name, else sub); ?name= and nick are refused", async () => {
   await withServer(async (srv) => {
     const token = await mint();

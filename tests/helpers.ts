@@ -244,6 +244,132 @@ export async function rawHandshake(
   return conn;
 }
 
+/** The status line and headers of a response read off a raw connection. */
+export interface RawResponse {
+  /** The status code, e.g. 101. */
+  status: number;
+  /** The HTTP version of the status line, e.g. `HTTP/1.1`. */
+  version: string;
+  /** Header fields by lower-case name; repeated fields joined with ", ". */
+  headers: Map<string, string>;
+}
+
+/**
+ * Sends `head` (request line and header lines, without the blank line) over
+ * a fresh TCP connection and reads the response head. For requests fetch
+ * cannot make: repeated headers, odd spacing, HTTP/1.0. The connection is
+ * returned open (the test closes it) so an upgraded socket stays usable.
+ */
+export async function rawRequest(
+  port: number,
+  head: string[],
+): Promise<{ conn: Deno.TcpConn; response: RawResponse }> {
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  try {
+    await conn.write(
+      new TextEncoder().encode([...head, "", ""].join("\r\n")),
+    );
+    return { conn, response: await readResponseHead(conn) };
+  } catch (err) {
+    conn.close();
+    throw err;
+  }
+}
+
+/** Reads a response head byte by byte, so no frame data is consumed. */
+export async function readResponseHead(conn: Deno.Conn): Promise<RawResponse> {
+  const head: number[] = [];
+  const one = new Uint8Array(1);
+  while (!endsWithBlankLine(head)) {
+    const n = await within(conn.read(one), "response head");
+    if (n === null) throw new Error("connection closed during the response");
+    head.push(one[0]);
+  }
+  const [statusLine, ...fields] = new TextDecoder().decode(new Uint8Array(head))
+    .trimEnd().split("\r\n");
+  const headers = new Map<string, string>();
+  for (const field of fields) {
+    const colon = field.indexOf(":");
+    const name = field.slice(0, colon).trim().toLowerCase();
+    const value = field.slice(colon + 1).trim();
+    const had = headers.get(name);
+    headers.set(name, had === undefined ? value : `${had}, ${value}`);
+  }
+  const [version, status] = statusLine.split(" ");
+  return { status: Number(status), version, headers };
+}
+
+/** One frame read off a raw connection (server frames are unmasked). */
+export interface RawFrame {
+  /** The frame's opcode: 1 text, 2 binary, 8 close, 9 ping, 10 pong. */
+  opcode: number;
+  /** The payload bytes. */
+  payload: Uint8Array;
+}
+
+/** Reads exactly `n` bytes, or null at a clean end of stream. */
+async function readExactly(
+  conn: Deno.Conn,
+  n: number,
+): Promise<Uint8Array | null> {
+  const out = new Uint8Array(n);
+  let got = 0;
+  while (got < n) {
+    const read = await within(conn.read(out.subarray(got)), "frame bytes");
+    if (read === null) return null;
+    got += read;
+  }
+  return out;
+}
+
+/** Reads the next frame the server sent, or null when the stream ended. */
+export async function readFrame(conn: Deno.Conn): Promise<RawFrame | null> {
+  const head = await readExactly(conn, 2);
+  if (head === null) return null;
+  let length = head[1] & 0x7f;
+  if (length === 126) {
+    const ext = await readExactly(conn, 2);
+    if (ext === null) return null;
+    length = new DataView(ext.buffer).getUint16(0);
+  } else if (length === 127) {
+    const ext = await readExactly(conn, 8);
+    if (ext === null) return null;
+    length = Number(new DataView(ext.buffer).getBigUint64(0));
+  }
+  const payload = await readExactly(conn, length);
+  if (payload === null) return null;
+  return { opcode: head[0] & 0x0f, payload };
+}
+
+/**
+ * A client frame (masked, as RFC 6455 requires), `fin` false for the first
+ * parts of a fragmented message.
+ */
+export function clientFrame(
+  opcode: number,
+  payload: Uint8Array,
+  fin = true,
+): Uint8Array {
+  const n = payload.byteLength;
+  const lengthBytes = n < 126 ? 0 : n < 65536 ? 2 : 8;
+  const out = new Uint8Array(2 + lengthBytes + 4 + n);
+  out[0] = (fin ? 0x80 : 0) | opcode;
+  const view = new DataView(out.buffer);
+  if (lengthBytes === 0) out[1] = 0x80 | n;
+  else if (lengthBytes === 2) {
+    out[1] = 0x80 | 126;
+    view.setUint16(2, n);
+  } else {
+    out[1] = 0x80 | 127;
+    view.setBigUint64(2, BigInt(n));
+  }
+  const mask = crypto.getRandomValues(new Uint8Array(4));
+  const at = 2 + lengthBytes;
+  out.set(mask, at);
+  for (let i = 0; i < n; i++) out[at + 4 + i] = payload[i] ^ mask[i & 3];
+  return out;
+}
+
 function endsWithBlankLine(b: number[]): boolean {
   const n = b.length;
   return n >= 4 && b[n - 4] === 13 && b[n - 3] === 10 && b[n - 2] === 13 &&
@@ -277,15 +403,14 @@ export async function spawnServer(
   const env = Deno.env.toObject();
   delete env.DENO_USE_WRITEV;
   const child = new Deno.Command(Deno.execPath(), {
-    // Port 0 unless the test names one: the default 8080 may be taken by
-    // another server on the machine.
     args: [
       "run",
       ...denoFlags,
       MAIN,
       "--hostname",
       "127.0.0.1",
-      ...(args.includes("--port") ? [] : ["--port", "0"]),
+      // Port 0 unless given: 8080 may be anyone's on a shared machine.
+      ...(args.some((a) => a.startsWith("--port")) ? [] : ["--port", "0"]),
       ...args,
     ],
     clearEnv: true,
@@ -355,4 +480,90 @@ export function freePort(): number {
   const { port } = listener.addr;
   listener.close();
   return port;
+}
+
+/** Never-reading peers with a small receive buffer (tests/stuck_peers.py). */
+export interface StuckPeers {
+  /** Runs one command of the script (`send TEXT`, `close`) on every peer. */
+  command(line: string): Promise<void>;
+  /** Closes every peer's connection and waits for the script to exit. */
+  stop(): Promise<void>;
+}
+
+const STUCK_PEERS = new URL("./stuck_peers.py", import.meta.url).pathname;
+
+/**
+ * Whether `python3` can run the stuck-peer script; tests that need it skip
+ * with this reason printed when it cannot.
+ */
+export async function python3Missing(): Promise<string | null> {
+  try {
+    const { success } = await new Deno.Command("python3", {
+      args: ["-c", "import socket"],
+      stdout: "null",
+      stderr: "null",
+    }).output();
+    return success ? null : "python3 cannot import socket";
+  } catch (err) {
+    if (err instanceof Deno.errors.NotFound) return "python3 is not installed";
+    throw err;
+  }
+}
+
+/**
+ * Opens `count` never-reading WebSocket peers to `path` from a python3
+ * subprocess that sets a 4 KiB SO_RCVBUF (Deno.connect cannot), so the
+ * kernel does not absorb what the server sends them.
+ */
+export async function stuckPeers(
+  port: number,
+  path: string,
+  count: number,
+  protocol?: string,
+): Promise<StuckPeers> {
+  const child = new Deno.Command("python3", {
+    args: [STUCK_PEERS, String(port), path, String(count), protocol ?? ""]
+      .filter((a) => a !== ""),
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "inherit",
+  }).spawn();
+  const stdin = child.stdin.getWriter();
+  const lines = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let buffered = "";
+  const nextLine = async (): Promise<string> => {
+    while (!buffered.includes("\n")) {
+      const { value, done } = await within(lines.read(), "stuck peers");
+      if (done) throw new Error("stuck_peers.py exited");
+      buffered += value;
+    }
+    const at = buffered.indexOf("\n");
+    const line = buffered.slice(0, at);
+    buffered = buffered.slice(at + 1);
+    return line;
+  };
+  const expect = async (want: string) => {
+    const line = await nextLine();
+    if (line !== want) throw new Error(`stuck_peers.py said "${line}"`);
+  };
+  let stopped: Promise<void> | null = null;
+  const stop = () =>
+    stopped ??= (async () => {
+      await stdin.close().catch(() => {});
+      await within(child.status, "stuck_peers.py exit");
+      await lines.cancel();
+    })();
+  try {
+    await expect("ready");
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+  return {
+    async command(line: string) {
+      await stdin.write(new TextEncoder().encode(line + "\n"));
+      await expect("done");
+    },
+    stop,
+  };
 }

@@ -19,6 +19,7 @@ import {
   type TestServer,
   type TestSocket,
   until,
+  within,
 } from "./helpers.ts";
 import { redisMissing, type RedisServer, startRedis } from "./redis_helpers.ts";
 
@@ -578,3 +579,36 @@ test("redis: a password in the URL; a wrong one is degraded, and says why", asyn
     await redis.stop();
   }
 });
+
+test(
+  "redis: a socket closed while its room loads (early flood) is not joined when the load finishes",
+  withCluster(1, async (redis, [a]) => {
+    const admin = createClient({ url: redis.url });
+    await admin.connect();
+    let flooder: TestSocket | null = null;
+    let timer: ReturnType<typeof setInterval> | undefined;
+    try {
+      // Holds every Redis command, so the room's load waits.
+      await admin.sendCommand(["CLIENT", "PAUSE", "1000", "ALL"]);
+      flooder = await connect(`${a.ws}/ws?room=early`, JSON_SUBPROTOCOL);
+      const frame = JSON.stringify({ type: "who" });
+      for (let i = 0; i < 100; i++) flooder.send(frame);
+      // Not quiet: the server's close waits (up to 2 s, closing.ts), past
+      // the pause, with the socket still open.
+      timer = setInterval(() => flooder!.send(frame), 50);
+      const closed = await within(flooder.closed, "the flooder closed");
+      clearInterval(timer);
+      assert.equal(closed.code, 1008);
+      assert.equal(closed.reason, "too many messages before joining");
+      assert.deepEqual(flooder.lines, [], "nothing sent to it, no welcome");
+      const next = await joinJson(a, "?room=early");
+      assert.equal(next.messages[0].type, "welcome");
+      assert.equal(next.messages[0].memberCount, 1);
+      await next.close();
+    } finally {
+      clearInterval(timer);
+      await flooder?.close();
+      await admin.close();
+    }
+  }),
+);

@@ -519,19 +519,25 @@ test(
   "redis: the large-room rule counts the members of every instance",
   withCluster(2, async (_redis, [a, b]) => {
     const jb = await joinJson(b, "?room=big&name=watcher");
+    const jw = await joinJson(a, "?room=big&name=watcher-a");
     const crowd = [
-      ...await connectMany(`${a.ws}/ws?room=big`, LARGE_ROOM / 2),
+      ...await connectMany(`${a.ws}/ws?room=big`, LARGE_ROOM / 2 - 1),
       ...await connectMany(`${b.ws}/ws?room=big`, LARGE_ROOM / 2 - 1),
     ];
     try {
-      // Until b lists a's members: presence travels through Redis.
-      const presences = () => jb.messages.filter((m) => m.type === "presence");
-      await until(async () => {
-        const before = presences().length;
-        jb.send(JSON.stringify({ type: "who" }));
-        await jb.waitFor(() => presences().length > before, "presence");
-        return (presences().at(-1)!.members as string[]).length === LARGE_ROOM;
-      }, `${LARGE_ROOM} members listed on b`);
+      // Until each instance lists the other's members: presence travels
+      // through Redis, and each instance learns of the other on its own.
+      for (const watcher of [jb, jw]) {
+        const presences = () =>
+          watcher.messages.filter((m) => m.type === "presence");
+        await until(async () => {
+          const before = presences().length;
+          watcher.send(JSON.stringify({ type: "who" }));
+          await watcher.waitFor(() => presences().length > before, "presence");
+          return (presences().at(-1)!.members as string[]).length ===
+            LARGE_ROOM;
+        }, `${LARGE_ROOM} members listed by ${watcher === jb ? "b" : "a"}`);
+      }
       const ja = await joinJson(a, "?room=big&name=newcomer");
       const w = ja.messages[0];
       assert.equal(w.memberCount, LARGE_ROOM + 1);
@@ -547,7 +553,7 @@ test(
       );
       await ja.close();
     } finally {
-      await closeAll([jb, ...crowd]);
+      await closeAll([jb, jw, ...crowd]);
     }
   }),
 );

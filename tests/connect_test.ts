@@ -4,6 +4,7 @@ import { runClient, spawnClient } from "./cli_helpers.ts";
 import {
   connect,
   freePort,
+  selfSigned,
   type ServerProcess,
   spawnServer,
   type TestServer,
@@ -184,40 +185,14 @@ Deno.test("connect: bad usage exits 2 with one line", async () => {
 });
 
 Deno.test("connect: a TLS port spoken to without trust exits 3", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "hubbub-tls-" });
+  const { dir, cert, key } = await selfSigned();
   try {
-    const gen = await new Deno.Command("openssl", {
-      args: [
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-        "-keyout",
-        `${dir}/key.pem`,
-        "-out",
-        `${dir}/cert.pem`,
-        "-days",
-        "1",
-        "-subj",
-        "/CN=127.0.0.1",
-        "-addext",
-        "subjectAltName=IP:127.0.0.1",
-        "-addext",
-        "basicConstraints=critical,CA:FALSE",
-      ],
-      stdout: "null",
-      stderr: "piped",
-    }).output();
-    assert.equal(gen.code, 0, new TextDecoder().decode(gen.stderr));
     const listening = Promise.withResolvers<number>();
     const server = Deno.serve({
       port: 0,
       hostname: "127.0.0.1",
-      cert: await Deno.readTextFile(`${dir}/cert.pem`),
-      key: await Deno.readTextFile(`${dir}/key.pem`),
+      cert: await Deno.readTextFile(cert),
+      key: await Deno.readTextFile(key),
       onListen: ({ port }) => listening.resolve(port),
       // The failed handshakes are the point of the test.
       onError: () => new Response("error", { status: 500 }),

@@ -7,49 +7,10 @@
 
 import assert from "node:assert/strict";
 import { ConfigError, helpText, parseConfig } from "../config.ts";
-import { spawnServer, within } from "./helpers.ts";
+import { selfSigned, spawnServer, within } from "./helpers.ts";
 
 const MAIN = new URL("../main.ts", import.meta.url).pathname;
 const ENV_FLAG = "--allow-env=HUBBUB_*,DENO_USE_WRITEV";
-
-/** A certificate for 127.0.0.1 and localhost, and its key, in a temp dir. */
-async function selfSigned(): Promise<
-  { dir: string; cert: string; key: string }
-> {
-  const dir = await Deno.makeTempDir({ prefix: "hubbub-tls-" });
-  const cert = `${dir}/cert.pem`;
-  const key = `${dir}/key.pem`;
-  const out = await new Deno.Command("openssl", {
-    args: [
-      "req",
-      "-x509",
-      "-newkey",
-      "ec",
-      "-pkeyopt",
-      "ec_paramgen_curve:prime256v1",
-      "-nodes",
-      "-keyout",
-      key,
-      "-out",
-      cert,
-      "-days",
-      "1",
-      "-subj",
-      "/CN=localhost",
-      // A leaf, not a CA, so that a client can trust it as it is.
-      "-addext",
-      "subjectAltName=IP:127.0.0.1,DNS:localhost",
-      "-addext",
-      "basicConstraints=critical,CA:FALSE",
-    ],
-    stdout: "null",
-    stderr: "piped",
-  }).output();
-  if (!out.success) {
-    throw new Error("openssl failed: " + new TextDecoder().decode(out.stderr));
-  }
-  return { dir, cert, key };
-}
 
 /** Runs `main.ts` with `args`; for starts that must fail. */
 async function runMain(args: string[], allowRead = true) {

@@ -209,6 +209,23 @@ export async function closeAll(sockets: TestSocket[]): Promise<void> {
   await Promise.all(sockets.map((s) => s.close()));
 }
 
+/** The request line and headers of an upgrade, without any protocol offer. */
+export function upgradeHead(
+  port: number,
+  path: string,
+  extra: string[],
+): string[] {
+  return [
+    `GET ${path} HTTP/1.1`,
+    `Host: 127.0.0.1:${port}`,
+    "Upgrade: websocket",
+    "Connection: Upgrade",
+    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+    "Sec-WebSocket-Version: 13",
+    ...extra,
+  ];
+}
+
 /**
  * A peer that speaks just enough WebSocket over raw TCP to complete the
  * handshake, then does whatever the test wants: never read, vanish, etc.
@@ -220,13 +237,11 @@ export async function rawHandshake(
 ): Promise<Deno.TcpConn> {
   const conn = await Deno.connect({ hostname: "127.0.0.1", port });
   const request = [
-    `GET ${path} HTTP/1.1`,
-    `Host: 127.0.0.1:${port}`,
-    "Upgrade: websocket",
-    "Connection: Upgrade",
-    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
-    "Sec-WebSocket-Version: 13",
-    ...(protocol ? [`Sec-WebSocket-Protocol: ${protocol}`] : []),
+    ...upgradeHead(
+      port,
+      path,
+      protocol ? [`Sec-WebSocket-Protocol: ${protocol}`] : [],
+    ),
     "",
     "",
   ].join("\r\n");

@@ -12,23 +12,11 @@ import {
   type TestServer,
   until,
   UPGRADE_HEADERS,
+  upgradeHead,
   within,
   withServer,
 } from "./helpers.ts";
 import { redisMissing, startRedis } from "./redis_helpers.ts";
-
-/** The request line and headers of an upgrade, without any protocol offer. */
-function upgradeHead(port: number, path: string, extra: string[]): string[] {
-  return [
-    `GET ${path} HTTP/1.1`,
-    `Host: 127.0.0.1:${port}`,
-    "Upgrade: websocket",
-    "Connection: Upgrade",
-    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
-    "Sec-WebSocket-Version: 13",
-    ...extra,
-  ];
-}
 
 Deno.test("offeredProtocols reads an HTTP list however it is spaced", () => {
   const cases: [string | null, string[]][] = [

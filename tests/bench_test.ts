@@ -6,6 +6,7 @@ const MODES: [string, string[]][] = [
   ["plain", []],
   ["json", ["--json"]],
   ["plain+data(normal)", ["--data"]],
+  ["plain redis×2", ["--redis=2"]],
 ];
 
 for (const [mode, flags] of MODES) {

@@ -60,19 +60,27 @@ const MAX_IN_FLIGHT = 10_000;
 const MAX_RECONNECT_DELAY_MS = 1000;
 
 /**
- * One message: sets the room's epoch if it has none (a new life: its old
- * stream, if any, is meaningless), takes the next seq, appends to the
- * stream with the seq as its ID, renews the TTL and publishes
- * `SEQ EPOCH BODY`. KEYS: meta hash, stream. ARGV: body, maxlen, ttl,
- * channel, epoch for a new life.
+ * Lua putting the room's epoch in `epoch`; a room without one gets
+ * `ARGV[newEpochArg]` (a new life: its old stream, if any, is meaningless).
+ * KEYS: meta hash, stream.
  */
-const PUBLISH_LUA = `
+function epochLua(newEpochArg: number): string {
+  return `
 local epoch = redis.call('hget', KEYS[1], 'epoch')
 if not epoch then
-  epoch = ARGV[5]
+  epoch = ARGV[${newEpochArg}]
   redis.call('del', KEYS[2])
   redis.call('hset', KEYS[1], 'epoch', epoch)
-end
+end`;
+}
+
+/**
+ * One message: sets the room's epoch if it has none ({@link epochLua}),
+ * takes the next seq, appends to the stream with the seq as its ID, renews
+ * the TTL and publishes `SEQ EPOCH BODY`. KEYS: meta hash, stream. ARGV: body, maxlen, ttl,
+ * channel, epoch for a new life.
+ */
+const PUBLISH_LUA = `${epochLua(5)}
 local seq = redis.call('hincrby', KEYS[1], 'seq', 1)
 redis.call('xadd', KEYS[2], 'MAXLEN', '~', ARGV[2], seq .. '-0', 'b', ARGV[1])
 redis.call('expire', KEYS[1], ARGV[3])
@@ -88,13 +96,7 @@ return {seq, epoch}
  * SEQ, newest first) or the first seq wanted, COUNT, ttl, epoch for a new
  * life.
  */
-const READ_LUA = `
-local epoch = redis.call('hget', KEYS[1], 'epoch')
-if not epoch then
-  epoch = ARGV[4]
-  redis.call('del', KEYS[2])
-  redis.call('hset', KEYS[1], 'epoch', epoch)
-end
+const READ_LUA = `${epochLua(4)}
 redis.call('expire', KEYS[1], ARGV[3])
 redis.call('expire', KEYS[2], ARGV[3])
 local seq = redis.call('hget', KEYS[1], 'seq') or '0'

@@ -18,14 +18,19 @@
  * @module
  */
 
-import { createHash } from "node:crypto";
 import { createClient } from "redis";
 import { type HistoryPage, newEpoch } from "./history.ts";
 import type { Hub, Member, MemberEvent, Relay } from "./hub.ts";
 import type { LogFields, Logger } from "./log.ts";
 import type { ChatRecord } from "./protocol.ts";
 import { RelayWindow } from "./relay_window.ts";
-import { PRESENCE_PREFIX, RedisPresence } from "./redis_presence.ts";
+import {
+  evalScript,
+  PRESENCE_PREFIX,
+  RedisPresence,
+  type Script,
+  script,
+} from "./redis_presence.ts";
 
 /**
  * Seconds a room's state (seq, epoch, stream) outlives its last message or
@@ -111,16 +116,6 @@ else
 end
 return {epoch, seq, entries}
 `;
-
-/** A Lua script and its SHA1, for EVALSHA with a fallback to EVAL. */
-interface Script {
-  source: string;
-  sha: string;
-}
-
-function script(source: string): Script {
-  return { source, sha: createHash("sha1").update(source).digest("hex") };
-}
 
 const PUBLISH = script(PUBLISH_LUA);
 const READ = script(READ_LUA);
@@ -626,15 +621,12 @@ export class RedisBus implements Relay {
     return read;
   }
 
-  /** EVALSHA, falling back to EVAL when Redis lost its script cache. */
-  async #eval(s: Script, room: string, args: string[]): Promise<unknown> {
-    const options = { keys: [metaKey(room), streamKey(room)], arguments: args };
-    try {
-      return await this.#cmd.evalSha(s.sha, options);
-    } catch (err) {
-      if (!String(err).includes("NOSCRIPT")) throw err;
-      return await this.#cmd.eval(s.source, options);
-    }
+  /** Runs `s` on the room's keys ({@link evalScript}). */
+  #eval(s: Script, room: string, args: string[]): Promise<unknown> {
+    return evalScript(this.#cmd, s, {
+      keys: [metaKey(room), streamKey(room)],
+      arguments: args,
+    });
   }
 
   /** Resolves once both connections are ready, or after {@link ADMIT_WAIT_MS}. */

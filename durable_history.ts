@@ -274,8 +274,9 @@ export class DurableHistory implements HistoryStore {
     let disk: ChatRecord[];
     let oldest: number;
     try {
-      oldest = this.#oldestKept(room, last);
-      disk = this.#rowsBetween(room, Math.max(since + 1, oldest), windowStart);
+      const row = this.#roomRow(room);
+      oldest = this.#oldestKept(row, last);
+      disk = this.#rowsBetween(row, Math.max(since + 1, oldest), windowStart);
     } catch (err) {
       this.#readFailed(err);
       return slice;
@@ -296,9 +297,10 @@ export class DurableHistory implements HistoryStore {
     const window = this.#window.window(room);
     const windowStart = window.length > 0 ? window[0].seq : last + 1;
     try {
-      const oldest = Math.min(this.#oldestKept(room, last), windowStart);
+      const row = this.#roomRow(room);
+      const oldest = Math.min(this.#oldestKept(row, last), windowStart);
       const { from, to, more } = pageRange(oldest, last, before, limit);
-      const disk = this.#rowsBetween(room, from, Math.min(to, windowStart));
+      const disk = this.#rowsBetween(row, from, Math.min(to, windowStart));
       const mem = window.slice(
         Math.max(0, from - windowStart),
         Math.max(0, to - windowStart),
@@ -356,7 +358,7 @@ export class DurableHistory implements HistoryStore {
     const last = tail.at(-1)?.seq ?? row.last;
     const want = this.#window.capacity - tail.length;
     const from = Math.max(row.first, row.last - want + 1, last - this.#max + 1);
-    const disk = want > 0 ? this.#rowsBetween(room, from, row.last + 1) : [];
+    const disk = want > 0 ? this.#rowsBetween(row, from, row.last + 1) : [];
     return { records: [...disk, ...tail], last, epoch: row.epoch };
   }
 
@@ -371,17 +373,18 @@ export class DurableHistory implements HistoryStore {
     };
   }
 
-  /** Seq of the room's oldest record kept: on disk, and within `max`. */
-  #oldestKept(room: string, last: number): number {
-    const row = this.#roomRow(room);
+  /** Seq of the room's oldest record kept: on disk (`row`), and within `max`. */
+  #oldestKept(row: RoomRow | undefined, last: number): number {
     return Math.max(row?.first ?? last + 1, last - this.#max + 1);
   }
 
-  /** The room's records with `from <= seq < to` from disk, oldest first. */
-  #rowsBetween(room: string, from: number, to: number): ChatRecord[] {
-    if (from >= to) return [];
-    const row = this.#roomRow(room);
-    if (!row) return [];
+  /** The records of the room `row` with `from <= seq < to`, oldest first. */
+  #rowsBetween(
+    row: RoomRow | undefined,
+    from: number,
+    to: number,
+  ): ChatRecord[] {
+    if (!row || from >= to) return [];
     return this.#range.all(row.id, from, to).map((r) => {
       const m = r as unknown as MessageRow;
       return {

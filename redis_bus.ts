@@ -18,14 +18,19 @@
  * @module
  */
 
-import { createHash } from "node:crypto";
 import { createClient } from "redis";
 import { type HistoryPage, newEpoch } from "./history.ts";
 import type { Hub, Member, MemberEvent, Relay } from "./hub.ts";
 import type { LogFields, Logger } from "./log.ts";
 import type { ChatRecord } from "./protocol.ts";
 import { RelayWindow } from "./relay_window.ts";
-import { PRESENCE_PREFIX, RedisPresence } from "./redis_presence.ts";
+import {
+  evalScript,
+  PRESENCE_PREFIX,
+  RedisPresence,
+  type Script,
+  script,
+} from "./redis_presence.ts";
 
 /**
  * Seconds a room's state (seq, epoch, stream) outlives its last message or
@@ -60,19 +65,27 @@ const MAX_IN_FLIGHT = 10_000;
 const MAX_RECONNECT_DELAY_MS = 1000;
 
 /**
- * One message: sets the room's epoch if it has none (a new life: its old
- * stream, if any, is meaningless), takes the next seq, appends to the
- * stream with the seq as its ID, renews the TTL and publishes
- * `SEQ EPOCH BODY`. KEYS: meta hash, stream. ARGV: body, maxlen, ttl,
- * channel, epoch for a new life.
+ * Lua putting the room's epoch in `epoch`; a room without one gets
+ * `ARGV[newEpochArg]` (a new life: its old stream, if any, is meaningless).
+ * KEYS: meta hash, stream.
  */
-const PUBLISH_LUA = `
+function epochLua(newEpochArg: number): string {
+  return `
 local epoch = redis.call('hget', KEYS[1], 'epoch')
 if not epoch then
-  epoch = ARGV[5]
+  epoch = ARGV[${newEpochArg}]
   redis.call('del', KEYS[2])
   redis.call('hset', KEYS[1], 'epoch', epoch)
-end
+end`;
+}
+
+/**
+ * One message: sets the room's epoch if it has none ({@link epochLua}),
+ * takes the next seq, appends to the stream with the seq as its ID, renews
+ * the TTL and publishes `SEQ EPOCH BODY`. KEYS: meta hash, stream. ARGV: body, maxlen, ttl,
+ * channel, epoch for a new life.
+ */
+const PUBLISH_LUA = `${epochLua(5)}
 local seq = redis.call('hincrby', KEYS[1], 'seq', 1)
 redis.call('xadd', KEYS[2], 'MAXLEN', '~', ARGV[2], seq .. '-0', 'b', ARGV[1])
 redis.call('expire', KEYS[1], ARGV[3])
@@ -88,13 +101,7 @@ return {seq, epoch}
  * SEQ, newest first) or the first seq wanted, COUNT, ttl, epoch for a new
  * life.
  */
-const READ_LUA = `
-local epoch = redis.call('hget', KEYS[1], 'epoch')
-if not epoch then
-  epoch = ARGV[4]
-  redis.call('del', KEYS[2])
-  redis.call('hset', KEYS[1], 'epoch', epoch)
-end
+const READ_LUA = `${epochLua(4)}
 redis.call('expire', KEYS[1], ARGV[3])
 redis.call('expire', KEYS[2], ARGV[3])
 local seq = redis.call('hget', KEYS[1], 'seq') or '0'
@@ -109,16 +116,6 @@ else
 end
 return {epoch, seq, entries}
 `;
-
-/** A Lua script and its SHA1, for EVALSHA with a fallback to EVAL. */
-interface Script {
-  source: string;
-  sha: string;
-}
-
-function script(source: string): Script {
-  return { source, sha: createHash("sha1").update(source).digest("hex") };
-}
 
 const PUBLISH = script(PUBLISH_LUA);
 const READ = script(READ_LUA);
@@ -624,15 +621,12 @@ export class RedisBus implements Relay {
     return read;
   }
 
-  /** EVALSHA, falling back to EVAL when Redis lost its script cache. */
-  async #eval(s: Script, room: string, args: string[]): Promise<unknown> {
-    const options = { keys: [metaKey(room), streamKey(room)], arguments: args };
-    try {
-      return await this.#cmd.evalSha(s.sha, options);
-    } catch (err) {
-      if (!String(err).includes("NOSCRIPT")) throw err;
-      return await this.#cmd.eval(s.source, options);
-    }
+  /** Runs `s` on the room's keys ({@link evalScript}). */
+  #eval(s: Script, room: string, args: string[]): Promise<unknown> {
+    return evalScript(this.#cmd, s, {
+      keys: [metaKey(room), streamKey(room)],
+      arguments: args,
+    });
   }
 
   /** Resolves once both connections are ready, or after {@link ADMIT_WAIT_MS}. */

@@ -15,18 +15,56 @@
  * @module
  */
 
+import { createHash } from "node:crypto";
 import type { Member, MemberEvent } from "./hub.ts";
 import type { LogFields } from "./log.ts";
+
+/** KEYS and ARGV of a script call. */
+export interface ScriptOptions {
+  /** KEYS. */
+  keys: string[];
+  /** ARGV. */
+  arguments: string[];
+}
 
 /** The commands presence needs of a Redis connection (node-redis has them). */
 export interface PresenceCommands {
   /** EVAL. */
-  eval(
-    script: string,
-    options: { keys: string[]; arguments: string[] },
-  ): Promise<unknown>;
+  eval(script: string, options: ScriptOptions): Promise<unknown>;
+  /** EVALSHA. */
+  evalSha(sha: string, options: ScriptOptions): Promise<unknown>;
   /** HGETALL, as an object. */
   hGetAll(key: string): Promise<Record<string, string>>;
+}
+
+/** A Lua script and its SHA1, for EVALSHA with a fallback to EVAL. */
+export interface Script {
+  /** The Lua source. */
+  source: string;
+  /** Its SHA1, in hex. */
+  sha: string;
+}
+
+/** `source` with its SHA1. */
+export function script(source: string): Script {
+  return { source, sha: createHash("sha1").update(source).digest("hex") };
+}
+
+/**
+ * Runs `s` by its SHA1, sending the source only when Redis lost its script
+ * cache (NOSCRIPT).
+ */
+export async function evalScript(
+  cmd: PresenceCommands,
+  s: Script,
+  options: ScriptOptions,
+): Promise<unknown> {
+  try {
+    return await cmd.evalSha(s.sha, options);
+  } catch (err) {
+    if (!String(err).includes("NOSCRIPT")) throw err;
+    return await cmd.eval(s.source, options);
+  }
 }
 
 /** Marks presence events on a room's channel (chat messages start with a seq). */
@@ -37,7 +75,7 @@ export const PRESENCE_PREFIX = "P ";
  * (join, leave, nick), field, name, expiry time (ms), channel, ttl (s). A leave is announced only when the entry was still there, so a
  * sweep and a leave never both announce it.
  */
-const CHANGE_LUA = `
+const CHANGE = script(`
 local op, field, name = ARGV[1], ARGV[2], ARGV[3]
 if op == 'leave' then
   if redis.call('hdel', KEYS[1], field) == 0 then return 0 end
@@ -51,7 +89,7 @@ end
 redis.call('publish', ARGV[5],
   '${PRESENCE_PREFIX}' .. cjson.encode({k = op, f = field, n = name}))
 return 1
-`;
+`);
 
 /**
  * The renewal and sweep of every room followed here, in one call. KEYS:
@@ -60,7 +98,7 @@ return 1
  * their field/name pairs. Returns per room the members hash after the
  * sweep, flat.
  */
-const TICK_LUA = `
+const TICK = script(`
 local now, expires, ttl = ARGV[1], ARGV[2], ARGV[3]
 local a = 4
 local out = {}
@@ -89,7 +127,7 @@ for r = 1, #KEYS, 2 do
   out[#out + 1] = redis.call('hgetall', members)
 end
 return out
-`;
+`);
 
 /** Settings of a {@link RedisPresence}. */
 export interface RedisPresenceOptions {
@@ -168,7 +206,7 @@ export class RedisPresence {
       this.#opts.channelOf(room),
       String(Math.ceil(this.#opts.ttlMs / 1000) * 2),
     ];
-    this.#cmd.eval(CHANGE_LUA, {
+    evalScript(this.#cmd, CHANGE, {
       keys: [membersKey(room), expiryKey(room)],
       arguments: args,
     }).catch((err) => {
@@ -241,7 +279,10 @@ export class RedisPresence {
       args.push(this.#opts.channelOf(room), String(local.size));
       for (const [field, name] of local) args.push(field, name);
     }
-    const reply = await this.#cmd.eval(TICK_LUA, { keys, arguments: args });
+    const reply = await evalScript(this.#cmd, TICK, {
+      keys,
+      arguments: args,
+    });
     if (!Array.isArray(reply)) return;
     rooms.forEach((room, i) => {
       const flat = reply[i];

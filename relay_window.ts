@@ -54,8 +54,7 @@ export class RelayWindow implements HistoryStore {
   prepend(room: string, older: ChatRecord[]): boolean {
     const w = this.#rooms.get(room);
     if (!w || older.length === 0) return false;
-    const first = w.records.length > 0 ? w.records[0].seq : w.last + 1;
-    if (older[older.length - 1].seq !== first - 1) return false;
+    if (older[older.length - 1].seq !== firstSeq(w) - 1) return false;
     w.records = [...older, ...w.records];
     this.#size += older.length;
     return true;
@@ -77,8 +76,7 @@ export class RelayWindow implements HistoryStore {
   /** Seq of the room's oldest record kept, or one past its last when none. */
   oldest(room: string): number {
     const w = this.#rooms.get(room);
-    if (!w) return 0;
-    return w.records.length > 0 ? w.records[0].seq : w.last + 1;
+    return w ? firstSeq(w) : 0;
   }
 
   append(room: string, rec: ChatRecord): void {
@@ -128,7 +126,7 @@ export class RelayWindow implements HistoryStore {
    */
   before(room: string, before: number, limit: number): HistoryPage {
     const w = this.#rooms.get(room) ?? { records: [], last: 0, epoch: "" };
-    const oldest = w.records.length > 0 ? w.records[0].seq : w.last + 1;
+    const oldest = firstSeq(w);
     const { from, to } = pageRange(oldest, w.last, before, limit);
     return {
       epoch: w.epoch,
@@ -153,4 +151,9 @@ export class RelayWindow implements HistoryStore {
 
   /** Nothing to release: the relay owns the connections. */
   close(): void {}
+}
+
+/** Seq of the window's oldest record, or one past its last when it has none. */
+function firstSeq(w: Window): number {
+  return w.records.length > 0 ? w.records[0].seq : w.last + 1;
 }

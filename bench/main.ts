@@ -15,6 +15,7 @@ import { parseArgs } from "node:util";
 import type { LoaderResult } from "./loader.ts";
 import { memory } from "./memory.ts";
 import { cpuSeconds } from "./cpu.ts";
+import { type RedisChild, spawnRedis } from "./redis_server.ts";
 
 const { values } = parseArgs({
   args: Deno.args[0] === "--" ? Deno.args.slice(1) : Deno.args,
@@ -134,39 +135,12 @@ function percentile(
   return NaN;
 }
 
-/** A throwaway redis-server on a free loopback port, without persistence. */
-async function startRedis(): Promise<
-  { child: Deno.ChildProcess; url: string }
-> {
+/** A throwaway redis-server on a free loopback port. */
+async function startRedis(): Promise<RedisChild & { url: string }> {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const port = listener.addr.port;
   listener.close();
-  const child = new Deno.Command("redis-server", {
-    args: [
-      "--port",
-      String(port),
-      "--bind",
-      "127.0.0.1",
-      "--save",
-      "",
-      "--appendonly",
-      "no",
-    ],
-    stdout: "piped",
-    stderr: "inherit",
-  }).spawn();
-  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-  let out = "";
-  while (!out.includes("Ready to accept connections")) {
-    const { value, done } = await reader.read();
-    if (done) throw new Error("redis-server ended early: " + out);
-    out += value;
-  }
-  // Keep draining its log so that it never blocks on a full pipe.
-  (async () => {
-    while (!(await reader.read()).done);
-  })();
-  return { child, url: `redis://127.0.0.1:${port}` };
+  return { ...await spawnRedis(port), url: `redis://127.0.0.1:${port}` };
 }
 
 /** Messages the instances accepted from clients, from their /metrics. */
@@ -326,9 +300,6 @@ try {
     proc.child.kill("SIGTERM");
     await proc.finish();
   }
-  if (redis) {
-    redis.child.kill("SIGTERM");
-    await redis.child.status;
-  }
+  if (redis) await redis.stop();
   if (dataDir) await Deno.remove(dataDir, { recursive: true });
 }

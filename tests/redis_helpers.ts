@@ -6,6 +6,7 @@
  * @module
  */
 
+import { spawnRedis } from "../bench/redis_server.ts";
 import { freePort, within } from "./helpers.ts";
 
 /** Where Debian's package puts the server. */
@@ -40,66 +41,18 @@ export async function startRedis(
   port = freePort(),
   extra: string[] = [],
 ): Promise<RedisServer> {
-  let current = await spawnRedis(port, extra);
+  let current = await start(port, extra);
   return {
     port,
     url: `redis://127.0.0.1:${port}`,
     stop: (signal) => current.stop(signal),
     async restart() {
       await current.stop();
-      current = await spawnRedis(port, extra);
+      current = await start(port, extra);
     },
   };
 }
 
-async function spawnRedis(
-  port: number,
-  extra: string[],
-): Promise<{ stop(signal?: Deno.Signal): Promise<void> }> {
-  const child = new Deno.Command(REDIS_SERVER, {
-    args: [
-      "--port",
-      String(port),
-      "--bind",
-      "127.0.0.1",
-      "--save",
-      "",
-      "--appendonly",
-      "no",
-      ...extra,
-    ],
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  let out = "";
-  const ready = Promise.withResolvers<void>();
-  const outDone = child.stdout.pipeThrough(new TextDecoderStream()).pipeTo(
-    new WritableStream({
-      write(chunk) {
-        out += chunk;
-        if (out.includes("Ready to accept connections")) ready.resolve();
-      },
-    }),
-  );
-  const errDone = child.stderr.pipeTo(new WritableStream());
-  const status = child.status;
-  status.then((s) => ready.reject(new Error(`redis-server exited ${s.code}`)));
-  let stopped: Promise<void> | null = null;
-  const stop = (signal: Deno.Signal = "SIGTERM") =>
-    stopped ??= (async () => {
-      try {
-        child.kill(signal);
-      } catch (e) {
-        if (!(e instanceof TypeError)) throw e; // already exited
-      }
-      await within(status, "redis-server exit");
-      await Promise.all([outDone, errDone]);
-    })();
-  try {
-    await within(ready.promise, `redis-server ready on ${port}: ${out}`);
-  } catch (e) {
-    await stop("SIGKILL");
-    throw e;
-  }
-  return { stop };
+function start(port: number, extra: string[]) {
+  return spawnRedis(port, { extra, command: REDIS_SERVER, wait: within });
 }

@@ -21,6 +21,7 @@ import {
   closeAll,
   connect,
   connectMany,
+  serveLocal,
   type TestSocket,
   until,
 } from "./helpers.ts";
@@ -378,19 +379,13 @@ async function startSwitchable(
 ): Promise<SwitchableServer> {
   let hubbub = createHubbub({ rateLimit: 0, ...options });
   let admit = true;
-  const listening = Promise.withResolvers<number>();
-  const server = Deno.serve({
-    port: 0,
-    hostname: "127.0.0.1",
-    onListen: ({ port }) => listening.resolve(port),
-  }, (req) => {
+  const { server, port } = await serveLocal((req) => {
     const browser = req.headers.has("origin");
     if (!admit && browser && new URL(req.url).pathname === "/ws") {
       return new Response("held back by the test\n", { status: 503 });
     }
     return hubbub.handler(req);
   });
-  const port = await listening.promise;
   return {
     http: `http://127.0.0.1:${port}`,
     ws: `ws://127.0.0.1:${port}`,

@@ -59,18 +59,28 @@ export interface TestServer {
   close(): Promise<void>;
 }
 
-/** Starts `createHubbub(options)` behind `Deno.serve` on port 0. */
-export async function startServer(
-  options: HubbubOptions = {},
-): Promise<TestServer> {
-  const hubbub = createHubbub({ rateLimit: 0, ...options });
+/**
+ * `Deno.serve(handler)` on 127.0.0.1, on a port the system picks, once it
+ * listens: the server and its port.
+ */
+export async function serveLocal(
+  handler: Deno.ServeHandler<Deno.NetAddr>,
+): Promise<{ server: Deno.HttpServer<Deno.NetAddr>; port: number }> {
   const listening = Promise.withResolvers<number>();
   const server = Deno.serve({
     port: 0,
     hostname: "127.0.0.1",
     onListen: ({ port }) => listening.resolve(port),
-  }, hubbub.handler);
-  const port = await listening.promise;
+  }, handler);
+  return { server, port: await listening.promise };
+}
+
+/** Starts `createHubbub(options)` behind `Deno.serve` on port 0. */
+export async function startServer(
+  options: HubbubOptions = {},
+): Promise<TestServer> {
+  const hubbub = createHubbub({ rateLimit: 0, ...options });
+  const { server, port } = await serveLocal(hubbub.handler);
   return {
     http: `http://127.0.0.1:${port}`,
     ws: `ws://127.0.0.1:${port}`,

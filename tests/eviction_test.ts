@@ -8,6 +8,7 @@ import {
   rawHandshake,
   readFrame,
   spawnServer,
+  type StuckPeers,
   stuckPeers,
   type TestSocket,
   until,
@@ -104,7 +105,7 @@ Deno.test("ghost sockets: evicted peers that keep sending stay counted, and coun
     String(peers + 1),
   ]);
   let sender: TestSocket | null = null;
-  let stuck: Awaited<ReturnType<typeof stuckPeers>> | null = null;
+  let stuck: StuckPeers | null = null;
   try {
     const fdsBefore = openFds(srv.child.pid);
     stuck = await stuckPeers(srv.port, "/ws?room=ghost", peers);
@@ -170,7 +171,7 @@ async function rssPerEvictedPeer(
     String(limit),
   ]);
   let sender: TestSocket | null = null;
-  let stuck: Awaited<ReturnType<typeof stuckPeers>> | null = null;
+  let stuck: StuckPeers | null = null;
   try {
     const text = "m".repeat(size);
     // Small messages one at a time, so each is a turn and a frame of its
@@ -243,7 +244,7 @@ Deno.test("evicted peers from one address cannot fill the cap for everyone (--ma
     "--trust-proxy",
   ]);
   let sender: TestSocket | null = null;
-  let stuck: Awaited<ReturnType<typeof stuckPeers>> | null = null;
+  let stuck: StuckPeers | null = null;
   try {
     // One address (the stuck peers' and the sender's: 127.0.0.1) takes
     // what the per-address cap allows, and its peers are evicted.
@@ -283,7 +284,7 @@ Deno.test("--max-evicted-bytes: beyond it upgrades get 503 and a log line says w
     "4000000",
   ]);
   let sender: TestSocket | null = null;
-  let stuck: Awaited<ReturnType<typeof stuckPeers>> | null = null;
+  let stuck: StuckPeers | null = null;
   try {
     stuck = await stuckPeers(srv.port, "/ws?room=budget", 30);
     sender = await connect(`${srv.ws}/ws?room=budget`);
@@ -313,7 +314,7 @@ Deno.test("ghost sockets on /echo: evicted peers that keep sending stay counted 
   if (await skippedWithoutPython3()) return;
   const peers = 20;
   const srv = await spawnServer(["--max-connections", String(peers)]);
-  let stuck: Awaited<ReturnType<typeof stuckPeers>> | null = null;
+  let stuck: StuckPeers | null = null;
   try {
     stuck = await stuckPeers(srv.port, "/echo", peers);
     // Each peer asks for 2.4 MB back and reads none of it.
@@ -343,7 +344,7 @@ Deno.test("a never-reading socket whose token expires is held like an evicted on
   if (await skippedWithoutPython3()) return;
   const secret = "a-test-secret-of-at-least-32-bytes!!";
   const srv = await spawnServer(["--jwt-secret", secret]);
-  let stuck: Awaited<ReturnType<typeof stuckPeers>> | null = null;
+  let stuck: StuckPeers | null = null;
   try {
     // Whole seconds: it runs out 2 to 3 seconds from now.
     const exp = Math.floor(Date.now() / 1000) + 3;

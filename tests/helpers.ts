@@ -401,6 +401,19 @@ function endsWithBlankLine(b: number[]): boolean {
     b[n - 1] === 10;
 }
 
+/**
+ * Decodes a child's output stream and hands each chunk of text to `add`;
+ * resolves when the stream ends.
+ */
+export function collectText(
+  stream: ReadableStream<Uint8Array>,
+  add: (text: string) => void,
+): Promise<void> {
+  return stream.pipeThrough(new TextDecoderStream()).pipeTo(
+    new WritableStream({ write: (chunk) => void add(chunk) }),
+  );
+}
+
 /** A `main.ts` subprocess and its announced address. */
 export interface ServerProcess {
   child: Deno.ChildProcess;
@@ -444,20 +457,14 @@ export async function spawnServer(
     stderr: "piped",
   }).spawn();
   let err = "";
-  const errDone = child.stderr.pipeThrough(new TextDecoderStream()).pipeTo(
-    new WritableStream({ write: (c) => void (err += c) }),
-  );
+  const errDone = collectText(child.stderr, (c) => err += c);
   let out = "";
   const portFound = Promise.withResolvers<number>();
-  const outDone = child.stdout.pipeThrough(new TextDecoderStream()).pipeTo(
-    new WritableStream({
-      write(chunk) {
-        out += chunk;
-        const m = out.match(/listening on https?:\/\/[^:]+:(\d+)\//);
-        if (m) portFound.resolve(Number(m[1]));
-      },
-    }),
-  );
+  const outDone = collectText(child.stdout, (chunk) => {
+    out += chunk;
+    const m = out.match(/listening on https?:\/\/[^:]+:(\d+)\//);
+    if (m) portFound.resolve(Number(m[1]));
+  });
   const status = child.status;
   status.then((s) =>
     portFound.reject(new Error(`server exited ${s.code}: ${err}`))

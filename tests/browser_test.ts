@@ -11,6 +11,8 @@ import {
   members,
   openChat,
   openPage,
+  post,
+  range,
   say,
   shows,
   texts,
@@ -25,22 +27,6 @@ import {
   type TestSocket,
   until,
 } from "./helpers.ts";
-
-/** Sends `lines` as chat messages from `s` and waits until all are back. */
-async function post(s: TestSocket, lines: string[]): Promise<void> {
-  for (const text of lines) {
-    s.send(JSON.stringify({ type: "message", text }));
-  }
-  const last = JSON.stringify(lines.at(-1));
-  await s.waitFor(() => s.lines.some((l) => l.includes(last)), last);
-}
-
-function range(prefix: string, from: number, to: number): string[] {
-  return Array.from(
-    { length: to - from + 1 },
-    (_, i) => `${prefix}${from + i}`,
-  );
-}
 
 /** Whether the page's message list is scrolled to its end. */
 function atBottom(page: Page): Promise<boolean> {

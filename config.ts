@@ -419,31 +419,37 @@ function toOptional(raw: string): string | undefined {
   return raw === "" ? undefined : raw;
 }
 
-function toHttpUrl(raw: string, source: string): string | undefined {
-  if (raw === "") return undefined;
+/**
+ * `raw` as a URL whose scheme is one of `protocols`; otherwise `expected`
+ * says, after `source`, what was wanted.
+ */
+function toUrl(
+  raw: string,
+  source: string,
+  protocols: string[],
+  expected: string,
+): URL {
   let url: URL;
   try {
     url = new URL(raw);
   } catch {
     throw new ConfigError(`${source}: "${raw}" is not a URL`);
   }
-  if (url.protocol !== "https:" && url.protocol !== "http:") {
-    throw new ConfigError(`${source}: expected an http(s) URL, got "${raw}"`);
+  if (!protocols.includes(url.protocol)) {
+    throw new ConfigError(`${source}: ${expected}`);
   }
-  return url.href;
+  return url;
+}
+
+function toHttpUrl(raw: string, source: string): string | undefined {
+  if (raw === "") return undefined;
+  const expected = `expected an http(s) URL, got "${raw}"`;
+  return toUrl(raw, source, ["https:", "http:"], expected).href;
 }
 
 function toRedisUrl(raw: string, source: string): string {
   if (raw === "") return "";
-  let url: URL;
-  try {
-    url = new URL(raw);
-  } catch {
-    throw new ConfigError(`${source}: "${raw}" is not a URL`);
-  }
-  if (url.protocol !== "redis:" && url.protocol !== "rediss:") {
-    throw new ConfigError(`${source}: expected redis:// or rediss://`);
-  }
+  toUrl(raw, source, ["redis:", "rediss:"], "expected redis:// or rediss://");
   return raw;
 }
 

@@ -212,27 +212,20 @@ class Session {
     }
 
     const openedAt = Date.now();
+    const closedByPeer = async (): Promise<Outcome> => ({
+      kind: "closed",
+      event: await closed.promise,
+      lived: Date.now() - openedAt,
+    });
     const stop = await Promise.race([
       closed.promise.then(() => false),
       this.#quitRequested.promise.then(() => true),
     ]);
-    if (!stop) {
-      return {
-        kind: "closed",
-        event: await closed.promise,
-        lived: Date.now() - openedAt,
-      };
-    }
+    if (!stop) return await closedByPeer();
     if (this.#quit === "eof") await this.#drain(closed.promise);
-    if (socket.readyState !== WebSocket.OPEN) {
-      // The server closed (or the connection dropped) while our messages
-      // drained: that close, not ours, is how the session ended.
-      return {
-        kind: "closed",
-        event: await closed.promise,
-        lived: Date.now() - openedAt,
-      };
-    }
+    // The server closed (or the connection dropped) while our messages
+    // drained: that close, not ours, is how the session ended.
+    if (socket.readyState !== WebSocket.OPEN) return await closedByPeer();
     socket.close(NORMAL);
     // Not cut short by the interrupt that asked for the close: the close
     // frame must go out, and the server's answer is worth the short wait.

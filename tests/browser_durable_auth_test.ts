@@ -12,6 +12,8 @@ import {
   haveChromium,
   live,
   openChat,
+  post,
+  range,
   say,
   serverHasFlag,
   shows,
@@ -23,7 +25,6 @@ import {
   freePort,
   type ServerProcess,
   spawnServer,
-  type TestSocket,
   until,
 } from "./helpers.ts";
 
@@ -45,6 +46,9 @@ if (haveChromium && !hasJwt) {
 /** Permissions of a server with a data file. */
 const SERVER_PERMISSIONS = ["--allow-all"];
 
+/** How long a post may take to come back from a subprocess server. */
+const SLOW_MS = 30_000;
+
 /** Runs `fn` with a temporary directory, removed afterwards. */
 async function withTempDir(fn: (dir: string) => Promise<void>): Promise<void> {
   const dir = await Deno.makeTempDir({ prefix: "hubbub-page-data-" });
@@ -53,22 +57,6 @@ async function withTempDir(fn: (dir: string) => Promise<void>): Promise<void> {
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
-}
-
-/** Sends `lines` as chat messages from `s` and waits until all are back. */
-async function post(s: TestSocket, lines: string[]): Promise<void> {
-  for (const text of lines) {
-    s.send(JSON.stringify({ type: "message", text }));
-  }
-  const last = JSON.stringify(lines.at(-1));
-  await s.waitFor(() => s.lines.some((l) => l.includes(last)), last, 30_000);
-}
-
-function range(prefix: string, from: number, to: number): string[] {
-  return Array.from(
-    { length: to - from + 1 },
-    (_, i) => `${prefix}${from + i}`,
-  );
 }
 
 /** Whether the server answers a `history` request (else `unknown_type`). */
@@ -111,7 +99,7 @@ Deno.test({
           JSON_SUBPROTOCOL,
         );
         const all = range("old ", 1, 300);
-        await post(writer, all);
+        await post(writer, all, SLOW_MS);
         await withChromium(async (browser) => {
           const page = await openChat(browser, srv.http, "reader", "big");
           await shows(page, "old 300");
@@ -158,7 +146,7 @@ Deno.test({
             `${srv.ws}/ws?room=r&name=w`,
             JSON_SUBPROTOCOL,
           );
-          await post(writer, range("before ", 1, 3));
+          await post(writer, range("before ", 1, 3), SLOW_MS);
           await shows(alice, "before 3");
           await shows(bob, "before 3");
           await srv.stop("SIGKILL");
@@ -169,7 +157,7 @@ Deno.test({
             `${srv.ws}/ws?room=r&name=w`,
             JSON_SUBPROTOCOL,
           );
-          await post(again, ["after 1"]);
+          await post(again, ["after 1"], SLOW_MS);
           await Promise.all([live(alice), live(bob)]);
           await say(alice, "after 2");
           const expected = [...range("before ", 1, 3), "after 1", "after 2"];

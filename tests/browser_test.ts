@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import type { Page } from "./deps.ts";
+import type { BrowserContext, Page } from "./deps.ts";
 import { LARGE_ROOM } from "../hub.ts";
 import { createHubbub, type Hubbub, type HubbubOptions } from "../mod.ts";
 import { JSON_SUBPROTOCOL } from "../protocol.ts";
@@ -11,6 +11,8 @@ import {
   members,
   openChat,
   openPage,
+  post,
+  range,
   say,
   shows,
   texts,
@@ -21,25 +23,10 @@ import {
   closeAll,
   connect,
   connectMany,
+  serveLocal,
   type TestSocket,
   until,
 } from "./helpers.ts";
-
-/** Sends `lines` as chat messages from `s` and waits until all are back. */
-async function post(s: TestSocket, lines: string[]): Promise<void> {
-  for (const text of lines) {
-    s.send(JSON.stringify({ type: "message", text }));
-  }
-  const last = JSON.stringify(lines.at(-1));
-  await s.waitFor(() => s.lines.some((l) => l.includes(last)), last);
-}
-
-function range(prefix: string, from: number, to: number): string[] {
-  return Array.from(
-    { length: to - from + 1 },
-    (_, i) => `${prefix}${from + i}`,
-  );
-}
 
 /** Whether the page's message list is scrolled to its end. */
 function atBottom(page: Page): Promise<boolean> {
@@ -378,19 +365,13 @@ async function startSwitchable(
 ): Promise<SwitchableServer> {
   let hubbub = createHubbub({ rateLimit: 0, ...options });
   let admit = true;
-  const listening = Promise.withResolvers<number>();
-  const server = Deno.serve({
-    port: 0,
-    hostname: "127.0.0.1",
-    onListen: ({ port }) => listening.resolve(port),
-  }, (req) => {
+  const { server, port } = await serveLocal((req) => {
     const browser = req.headers.has("origin");
     if (!admit && browser && new URL(req.url).pathname === "/ws") {
       return new Response("held back by the test\n", { status: 503 });
     }
     return hubbub.handler(req);
   });
-  const port = await listening.promise;
   return {
     http: `http://127.0.0.1:${port}`,
     ws: `ws://127.0.0.1:${port}`,
@@ -411,46 +392,54 @@ async function startSwitchable(
   };
 }
 
+/** Runs `fn` with a {@link startSwitchable} server and a fresh Chromium. */
+async function withSwitchable(
+  options: HubbubOptions,
+  fn: (browser: BrowserContext, srv: SwitchableServer) => Promise<void>,
+): Promise<void> {
+  const srv = await startSwitchable(options);
+  try {
+    await withChromium((browser) => fn(browser, srv));
+  } finally {
+    await srv.close();
+  }
+}
+
 Deno.test({
   name:
     "browser: after a reconnect the page says exactly which messages it lacks",
   ignore: !haveChromium,
   async fn() {
-    const srv = await startSwitchable({ history: 5 });
-    try {
-      await withChromium(async (browser) => {
-        const page = await openChat(browser, srv.http, "pat", "r");
-        const writer = await connect(
-          `${srv.ws}/ws?room=r&name=w`,
-          JSON_SUBPROTOCOL,
-        );
-        await post(writer, range("m", 1, 3));
-        await shows(page, "m3");
-        srv.admitBrowsers(false);
-        await page.evaluate("chat.socket.close()");
-        await page.locator("#state[data-state=reconnecting]").waitFor();
-        // Nine while away; the room keeps the last five (m8..m12).
-        await post(writer, range("m", 4, 12));
-        srv.admitBrowsers(true);
-        await live(page);
-        const gap = page.locator("#log .notice.alert");
-        await gap.filter({ hasText: "no longer kept" }).waitFor();
-        assert.equal(
-          await gap.textContent(),
-          "9 messages sent while you were away: 4 of them (#4–#7) are no " +
-            "longer kept by the server and are missing here; the other 5 " +
-            "are shown.",
-        );
-        assert.deepEqual(await texts(page), [
-          ...range("m", 1, 3),
-          ...range("m", 8, 12),
-        ]);
-        await page.screenshot({ path: `${ARTIFACTS}chat-gap.png` });
-        await writer.close();
-      });
-    } finally {
-      await srv.close();
-    }
+    await withSwitchable({ history: 5 }, async (browser, srv) => {
+      const page = await openChat(browser, srv.http, "pat", "r");
+      const writer = await connect(
+        `${srv.ws}/ws?room=r&name=w`,
+        JSON_SUBPROTOCOL,
+      );
+      await post(writer, range("m", 1, 3));
+      await shows(page, "m3");
+      srv.admitBrowsers(false);
+      await page.evaluate("chat.socket.close()");
+      await page.locator("#state[data-state=reconnecting]").waitFor();
+      // Nine while away; the room keeps the last five (m8..m12).
+      await post(writer, range("m", 4, 12));
+      srv.admitBrowsers(true);
+      await live(page);
+      const gap = page.locator("#log .notice.alert");
+      await gap.filter({ hasText: "no longer kept" }).waitFor();
+      assert.equal(
+        await gap.textContent(),
+        "9 messages sent while you were away: 4 of them (#4–#7) are no " +
+          "longer kept by the server and are missing here; the other 5 " +
+          "are shown.",
+      );
+      assert.deepEqual(await texts(page), [
+        ...range("m", 1, 3),
+        ...range("m", 8, 12),
+      ]);
+      await page.screenshot({ path: `${ARTIFACTS}chat-gap.png` });
+      await writer.close();
+    });
   },
 });
 
@@ -459,60 +448,55 @@ Deno.test({
     "browser: a restart that reset the room: the page says so, and what it lacks since",
   ignore: !haveChromium,
   async fn() {
-    const srv = await startSwitchable({ history: 5 });
-    try {
-      await withChromium(async (browser) => {
-        const page = await openChat(browser, srv.http, "pat", "r");
-        const before = await connect(
-          `${srv.ws}/ws?room=r&name=w`,
-          JSON_SUBPROTOCOL,
-        );
-        await post(before, range("a", 1, 3));
-        await shows(page, "a3");
-        srv.admitBrowsers(false);
-        await srv.restart();
-        await page.locator("#state[data-state=reconnecting]").waitFor();
-        await before.closed;
-        // The new life of the room has moved past its start (b4..b8 kept)
-        // before the page is back.
-        const after = await connect(
-          `${srv.ws}/ws?room=r&name=w`,
-          JSON_SUBPROTOCOL,
-        );
-        await post(after, range("b", 1, 8));
-        srv.admitBrowsers(true);
-        await live(page);
-        const lost = page.locator("#log .notice.alert", {
-          hasText: "since the restart",
-        });
-        await lost.filter({ hasText: "no longer kept" }).waitFor();
-        assert.equal(
-          await lost.textContent(),
-          "8 messages sent since the restart: 3 of them (#1–#3) are no " +
-            "longer kept by the server and are missing here; the other 5 " +
-            "are shown.",
-        );
-        await page.locator("#log .notice.alert", {
-          hasText: "history started again",
-        }).waitFor();
-        assert.deepEqual(await texts(page), [
-          ...range("a", 1, 3),
-          ...range("b", 4, 8),
-        ]);
-        // The page had the room from its start; that has not changed.
-        assert.equal(
-          await page.locator("#topText").innerText(),
-          "This is the beginning of r.",
-        );
-        await post(after, ["b9"]);
-        await shows(page, "b9");
-        assert.equal((await texts(page)).length, 9);
-        await page.screenshot({ path: `${ARTIFACTS}chat-restart-reset.png` });
-        await after.close();
+    await withSwitchable({ history: 5 }, async (browser, srv) => {
+      const page = await openChat(browser, srv.http, "pat", "r");
+      const before = await connect(
+        `${srv.ws}/ws?room=r&name=w`,
+        JSON_SUBPROTOCOL,
+      );
+      await post(before, range("a", 1, 3));
+      await shows(page, "a3");
+      srv.admitBrowsers(false);
+      await srv.restart();
+      await page.locator("#state[data-state=reconnecting]").waitFor();
+      await before.closed;
+      // The new life of the room has moved past its start (b4..b8 kept)
+      // before the page is back.
+      const after = await connect(
+        `${srv.ws}/ws?room=r&name=w`,
+        JSON_SUBPROTOCOL,
+      );
+      await post(after, range("b", 1, 8));
+      srv.admitBrowsers(true);
+      await live(page);
+      const lost = page.locator("#log .notice.alert", {
+        hasText: "since the restart",
       });
-    } finally {
-      await srv.close();
-    }
+      await lost.filter({ hasText: "no longer kept" }).waitFor();
+      assert.equal(
+        await lost.textContent(),
+        "8 messages sent since the restart: 3 of them (#1–#3) are no " +
+          "longer kept by the server and are missing here; the other 5 " +
+          "are shown.",
+      );
+      await page.locator("#log .notice.alert", {
+        hasText: "history started again",
+      }).waitFor();
+      assert.deepEqual(await texts(page), [
+        ...range("a", 1, 3),
+        ...range("b", 4, 8),
+      ]);
+      // The page had the room from its start; that has not changed.
+      assert.equal(
+        await page.locator("#topText").innerText(),
+        "This is the beginning of r.",
+      );
+      await post(after, ["b9"]);
+      await shows(page, "b9");
+      assert.equal((await texts(page)).length, 9);
+      await page.screenshot({ path: `${ARTIFACTS}chat-restart-reset.png` });
+      await after.close();
+    });
   },
 });
 

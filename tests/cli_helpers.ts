@@ -5,7 +5,7 @@
  * @module
  */
 
-import { until, WAIT_MS, within } from "./helpers.ts";
+import { collectText, until, WAIT_MS, within } from "./helpers.ts";
 
 const MAIN = new URL("../main.ts", import.meta.url).pathname;
 
@@ -50,15 +50,8 @@ export function spawnClient(
   }).spawn();
   let out = "";
   let err = "";
-  const collect = (
-    stream: ReadableStream<Uint8Array>,
-    add: (s: string) => void,
-  ) =>
-    stream.pipeThrough(new TextDecoderStream()).pipeTo(
-      new WritableStream({ write: (c) => add(c) }),
-    );
-  const outDone = collect(child.stdout, (c) => out += c);
-  const errDone = collect(child.stderr, (c) => err += c);
+  const outDone = collectText(child.stdout, (c) => out += c);
+  const errDone = collectText(child.stderr, (c) => err += c);
   const stdin = child.stdin.getWriter();
   let stdinOpen = true;
   const encoder = new TextEncoder();

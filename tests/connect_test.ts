@@ -5,6 +5,7 @@ import {
   connect,
   freePort,
   selfSigned,
+  serveLocal,
   type ServerProcess,
   spawnServer,
   type TestServer,
@@ -215,19 +216,13 @@ Deno.test("connect: a TLS port spoken to without trust exits 3", async () => {
 
 Deno.test("connect: --token is offered as a bearer. subprotocol entry", async () => {
   const offers: string[] = [];
-  const listening = Promise.withResolvers<number>();
-  const server = Deno.serve({
-    port: 0,
-    hostname: "127.0.0.1",
-    onListen: ({ port }) => listening.resolve(port),
-  }, (req) => {
+  const { server, port } = await serveLocal((req) => {
     offers.push(req.headers.get("sec-websocket-protocol") ?? "");
     const { socket, response } = Deno.upgradeWebSocket(req);
     socket.onmessage = (ev) => socket.send(ev.data);
     return response;
   });
   try {
-    const port = await listening.promise;
     const jwt = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl";
     const echo = await runClient(
       [`ws://127.0.0.1:${port}/echo`, "--token", jwt],
@@ -522,18 +517,13 @@ Deno.test("connect: --reconnect --json after a dropped link resumes with since: 
   }));
 
 Deno.test("connect: a 403 whose reason is streamed (chunked) still exits 4 with it", async () => {
-  const listening = Promise.withResolvers<number>();
-  const server = Deno.serve({
-    port: 0,
-    hostname: "127.0.0.1",
-    onListen: ({ port }) => listening.resolve(port),
-  }, () =>
+  const { server, port } = await serveLocal(() =>
     new Response(
       ReadableStream.from([new TextEncoder().encode("origin not allowed\n")]),
       { status: 403 },
-    ));
+    )
+  );
   try {
-    const port = await listening.promise;
     const r = await runClient([`ws://127.0.0.1:${port}/ws`]);
     assert.equal(r.code, 4);
     assert.match(r.stderr, /HTTP 403 Forbidden: origin not allowed$/m);

@@ -8,6 +8,7 @@ import {
   rawHandshake,
   readFrame,
   spawnServer,
+  type StuckPeers,
   stuckPeers,
   type TestSocket,
   until,
@@ -69,12 +70,33 @@ async function fillUntilEvicted(
   return sent;
 }
 
-Deno.test("ghost sockets: evicted peers that keep sending stay counted, and count against the cap, until they are gone", async (t) => {
+/**
+ * True, with a note logged, where python3 (which runs the stuck peers) is
+ * missing and the test is to be skipped.
+ */
+async function skippedWithoutPython3(): Promise<boolean> {
   const missing = await python3Missing();
-  if (missing) {
-    console.log(`skipped: ${missing}`);
-    return;
-  }
+  if (missing) console.log(`skipped: ${missing}`);
+  return missing !== null;
+}
+
+/**
+ * Waits until the server has read a frame, or the end, from each of `peers`
+ * evicted peers that keep sending.
+ */
+async function evictedFramesRead(http: string, peers: number): Promise<void> {
+  await until(
+    async () =>
+      await metric(http, 'hubbub_closes_total{code="0"}') +
+          await metric(http, 'hubbub_closes_total{code="1006"}') +
+          await metric(http, "hubbub_evicted_frames_discarded_total") >=
+        peers,
+    "the server read the evicted peers' frames",
+  );
+}
+
+Deno.test("ghost sockets: evicted peers that keep sending stay counted, and count against the cap, until they are gone", async (t) => {
+  if (await skippedWithoutPython3()) return;
   const peers = 40;
   const srv = await spawnServer([
     "--rate-limit",
@@ -83,7 +105,7 @@ Deno.test("ghost sockets: evicted peers that keep sending stay counted, and coun
     String(peers + 1),
   ]);
   let sender: TestSocket | null = null;
-  let stuck: Awaited<ReturnType<typeof stuckPeers>> | null = null;
+  let stuck: StuckPeers | null = null;
   try {
     const fdsBefore = openFds(srv.child.pid);
     stuck = await stuckPeers(srv.port, "/ws?room=ghost", peers);
@@ -93,14 +115,7 @@ Deno.test("ghost sockets: evicted peers that keep sending stay counted, and coun
     // frame for the end of the connection, though its writes still wait.
     await stuck.command('send {"type":"who"}');
     await stuck.command("send still here");
-    await until(
-      async () =>
-        await metric(srv.http, 'hubbub_closes_total{code="0"}') +
-            await metric(srv.http, 'hubbub_closes_total{code="1006"}') +
-            await metric(srv.http, "hubbub_evicted_frames_discarded_total") >=
-          peers,
-      "the server read the evicted peers' frames",
-    );
+    await evictedFramesRead(srv.http, peers);
     const held = {
       connections: (await health(srv.http)).connections,
       unclosed: await metric(srv.http, UNCLOSED),
@@ -156,7 +171,7 @@ async function rssPerEvictedPeer(
     String(limit),
   ]);
   let sender: TestSocket | null = null;
-  let stuck: Awaited<ReturnType<typeof stuckPeers>> | null = null;
+  let stuck: StuckPeers | null = null;
   try {
     const text = "m".repeat(size);
     // Small messages one at a time, so each is a turn and a frame of its
@@ -202,11 +217,7 @@ async function rssPerEvictedPeer(
 }
 
 Deno.test("an evicted peer pins about --max-buffered-bytes, with 64 B and with 4 KB messages", async () => {
-  const missing = await python3Missing();
-  if (missing) {
-    console.log(`skipped: ${missing}`);
-    return;
-  }
+  if (await skippedWithoutPython3()) return;
   // 256 KiB keeps the test fast; EVICTION_LIMIT=1048576 measures at the
   // default (the figures in the README).
   const limit = Number(Deno.env.get("EVICTION_LIMIT") ?? 256 * 1024);
@@ -222,11 +233,7 @@ Deno.test("an evicted peer pins about --max-buffered-bytes, with 64 B and with 4
 });
 
 Deno.test("evicted peers from one address cannot fill the cap for everyone (--max-connections-per-ip)", async () => {
-  const missing = await python3Missing();
-  if (missing) {
-    console.log(`skipped: ${missing}`);
-    return;
-  }
+  if (await skippedWithoutPython3()) return;
   const srv = await spawnServer([
     "--rate-limit",
     "0",
@@ -237,7 +244,7 @@ Deno.test("evicted peers from one address cannot fill the cap for everyone (--ma
     "--trust-proxy",
   ]);
   let sender: TestSocket | null = null;
-  let stuck: Awaited<ReturnType<typeof stuckPeers>> | null = null;
+  let stuck: StuckPeers | null = null;
   try {
     // One address (the stuck peers' and the sender's: 127.0.0.1) takes
     // what the per-address cap allows, and its peers are evicted.
@@ -267,11 +274,7 @@ Deno.test("evicted peers from one address cannot fill the cap for everyone (--ma
 });
 
 Deno.test("--max-evicted-bytes: beyond it upgrades get 503 and a log line says why, until the evicted are released", async () => {
-  const missing = await python3Missing();
-  if (missing) {
-    console.log(`skipped: ${missing}`);
-    return;
-  }
+  if (await skippedWithoutPython3()) return;
   const srv = await spawnServer([
     "--rate-limit",
     "0",
@@ -281,7 +284,7 @@ Deno.test("--max-evicted-bytes: beyond it upgrades get 503 and a log line says w
     "4000000",
   ]);
   let sender: TestSocket | null = null;
-  let stuck: Awaited<ReturnType<typeof stuckPeers>> | null = null;
+  let stuck: StuckPeers | null = null;
   try {
     stuck = await stuckPeers(srv.port, "/ws?room=budget", 30);
     sender = await connect(`${srv.ws}/ws?room=budget`);
@@ -308,14 +311,10 @@ Deno.test("--max-evicted-bytes: beyond it upgrades get 503 and a log line says w
 });
 
 Deno.test("ghost sockets on /echo: evicted peers that keep sending stay counted until they are gone", async () => {
-  const missing = await python3Missing();
-  if (missing) {
-    console.log(`skipped: ${missing}`);
-    return;
-  }
+  if (await skippedWithoutPython3()) return;
   const peers = 20;
   const srv = await spawnServer(["--max-connections", String(peers)]);
-  let stuck: Awaited<ReturnType<typeof stuckPeers>> | null = null;
+  let stuck: StuckPeers | null = null;
   try {
     stuck = await stuckPeers(srv.port, "/echo", peers);
     // Each peer asks for 2.4 MB back and reads none of it.
@@ -325,14 +324,7 @@ Deno.test("ghost sockets on /echo: evicted peers that keep sending stay counted 
       "every echo peer evicted",
     );
     await stuck.command("send still here");
-    await until(
-      async () =>
-        await metric(srv.http, 'hubbub_closes_total{code="0"}') +
-            await metric(srv.http, 'hubbub_closes_total{code="1006"}') +
-            await metric(srv.http, "hubbub_evicted_frames_discarded_total") >=
-          peers,
-      "the server read the evicted peers' frames",
-    );
+    await evictedFramesRead(srv.http, peers);
     assert.equal((await health(srv.http)).connections, 0);
     assert.equal(await metric(srv.http, UNCLOSED), peers);
     assert.equal(await upgradeStatus(srv.http), 503);
@@ -349,14 +341,10 @@ Deno.test("ghost sockets on /echo: evicted peers that keep sending stay counted 
 });
 
 Deno.test("a never-reading socket whose token expires is held like an evicted one until its peer is gone", async () => {
-  const missing = await python3Missing();
-  if (missing) {
-    console.log(`skipped: ${missing}`);
-    return;
-  }
+  if (await skippedWithoutPython3()) return;
   const secret = "a-test-secret-of-at-least-32-bytes!!";
   const srv = await spawnServer(["--jwt-secret", secret]);
-  let stuck: Awaited<ReturnType<typeof stuckPeers>> | null = null;
+  let stuck: StuckPeers | null = null;
   try {
     // Whole seconds: it runs out 2 to 3 seconds from now.
     const exp = Math.floor(Date.now() / 1000) + 3;

@@ -59,18 +59,28 @@ export interface TestServer {
   close(): Promise<void>;
 }
 
-/** Starts `createHubbub(options)` behind `Deno.serve` on port 0. */
-export async function startServer(
-  options: HubbubOptions = {},
-): Promise<TestServer> {
-  const hubbub = createHubbub({ rateLimit: 0, ...options });
+/**
+ * `Deno.serve(handler)` on 127.0.0.1, on a port the system picks, once it
+ * listens: the server and its port.
+ */
+export async function serveLocal(
+  handler: Deno.ServeHandler<Deno.NetAddr>,
+): Promise<{ server: Deno.HttpServer<Deno.NetAddr>; port: number }> {
   const listening = Promise.withResolvers<number>();
   const server = Deno.serve({
     port: 0,
     hostname: "127.0.0.1",
     onListen: ({ port }) => listening.resolve(port),
-  }, hubbub.handler);
-  const port = await listening.promise;
+  }, handler);
+  return { server, port: await listening.promise };
+}
+
+/** Starts `createHubbub(options)` behind `Deno.serve` on port 0. */
+export async function startServer(
+  options: HubbubOptions = {},
+): Promise<TestServer> {
+  const hubbub = createHubbub({ rateLimit: 0, ...options });
+  const { server, port } = await serveLocal(hubbub.handler);
   return {
     http: `http://127.0.0.1:${port}`,
     ws: `ws://127.0.0.1:${port}`,
@@ -391,6 +401,19 @@ function endsWithBlankLine(b: number[]): boolean {
     b[n - 1] === 10;
 }
 
+/**
+ * Decodes a child's output stream and hands each chunk of text to `add`;
+ * resolves when the stream ends.
+ */
+export function collectText(
+  stream: ReadableStream<Uint8Array>,
+  add: (text: string) => void,
+): Promise<void> {
+  return stream.pipeThrough(new TextDecoderStream()).pipeTo(
+    new WritableStream({ write: (chunk) => void add(chunk) }),
+  );
+}
+
 /** A `main.ts` subprocess and its announced address. */
 export interface ServerProcess {
   child: Deno.ChildProcess;
@@ -434,20 +457,14 @@ export async function spawnServer(
     stderr: "piped",
   }).spawn();
   let err = "";
-  const errDone = child.stderr.pipeThrough(new TextDecoderStream()).pipeTo(
-    new WritableStream({ write: (c) => void (err += c) }),
-  );
+  const errDone = collectText(child.stderr, (c) => err += c);
   let out = "";
   const portFound = Promise.withResolvers<number>();
-  const outDone = child.stdout.pipeThrough(new TextDecoderStream()).pipeTo(
-    new WritableStream({
-      write(chunk) {
-        out += chunk;
-        const m = out.match(/listening on https?:\/\/[^:]+:(\d+)\//);
-        if (m) portFound.resolve(Number(m[1]));
-      },
-    }),
-  );
+  const outDone = collectText(child.stdout, (chunk) => {
+    out += chunk;
+    const m = out.match(/listening on https?:\/\/[^:]+:(\d+)\//);
+    if (m) portFound.resolve(Number(m[1]));
+  });
   const status = child.status;
   status.then((s) =>
     portFound.reject(new Error(`server exited ${s.code}: ${err}`))

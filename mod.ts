@@ -19,7 +19,7 @@
 
 import { createHash } from "node:crypto";
 import { Auth, type AuthOptions } from "./auth.ts";
-import { Client, type ClientLimits } from "./client.ts";
+import { Client, type ClientContext, type ClientLimits } from "./client.ts";
 import { DurableHistory } from "./durable_history.ts";
 import { ClosingSockets } from "./closing.ts";
 import type { InFlight } from "./inflight.ts";
@@ -310,7 +310,7 @@ export function createHubbub(options: HubbubOptions = {}): Hubbub {
     }, token);
   }
 
-  const ctx = {
+  const ctx: ClientContext = {
     hub,
     metrics,
     logger,
@@ -421,13 +421,7 @@ export function createHubbub(options: HubbubOptions = {}): Hubbub {
     const { socket, response } = upgrade(req, admitted.protocol);
     sockets.add(socket);
     addresses.add(socket, address);
-    serveEcho(socket, { maxEchoBytes, maxBufferedBytes }, {
-      untrack,
-      evictSocket,
-      closeSocket,
-      discard,
-      departing: (s) => departing.has(s),
-    });
+    serveEcho(socket, { maxEchoBytes, maxBufferedBytes }, ctx);
     lifetimes.watch(socket, admitted.identity);
     return response;
   }

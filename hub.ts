@@ -360,6 +360,7 @@ export class Hub {
     member.room = room;
     member.cursor = room.logEnd;
     room.members.add(member);
+    const count = this.#count(room);
     if (member.json) {
       room.jsonMembers++;
       // Everything accepted so far comes as history; the member's cursor
@@ -371,10 +372,8 @@ export class Hub {
           type: "welcome",
           you: member.name,
           room: room.name,
-          members: this.#count(room) > LARGE_ROOM
-            ? [member.name]
-            : this.#names(room),
-          memberCount: this.#count(room),
+          members: count > LARGE_ROOM ? [member.name] : this.#names(room),
+          memberCount: count,
           history: slice.records,
           gap: slice.gap,
           seq: room.seq,
@@ -388,7 +387,7 @@ export class Hub {
       }
     }
     if (!known) {
-      if (this.#count(room) <= LARGE_ROOM) {
+      if (count <= LARGE_ROOM) {
         this.#announce(room, encodeMembership("join", member.name, Date.now()));
       }
       this.#opts.relay?.presence(room.name, member, {

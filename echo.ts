@@ -9,7 +9,7 @@
 
 import type { SocketTracking } from "./closing.ts";
 import { InFlight } from "./inflight.ts";
-import { exceedsBytes, utf8Length } from "./protocol.ts";
+import { utf8Length } from "./protocol.ts";
 
 /** Limits of one echo socket. */
 export interface EchoLimits {
@@ -38,8 +38,10 @@ export function serveEcho(
       return;
     }
     if (typeof data !== "string" && !(data instanceof ArrayBuffer)) return;
+    // A string has at least as many UTF-8 bytes as UTF-16 units: one too
+    // long in units is not measured.
     const bytes = typeof data === "string"
-      ? (exceedsBytes(data, limits.maxEchoBytes) ? Infinity : utf8Length(data))
+      ? (data.length > limits.maxEchoBytes ? Infinity : utf8Length(data))
       : data.byteLength;
     if (bytes > limits.maxEchoBytes) {
       tracking.closeSocket(socket, 1009, "message too big");

@@ -220,12 +220,11 @@ export class Client implements Member {
         hub.publish(this, msg.text);
         return;
       case "nick":
-        if (this.user === undefined) hub.rename(this, msg.name);
-        else {hub.sendError(
-            this,
-            "auth_name",
-            "your name comes from your token",
-          );}
+        if (this.user === undefined) {
+          hub.rename(this, msg.name);
+        } else {
+          hub.sendError(this, "auth_name", "your name comes from your token");
+        }
         return;
       case "token":
         this.#ctx.refreshToken(this, msg.token);

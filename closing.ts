@@ -91,6 +91,8 @@ interface Held {
 export class ClosingSockets {
   readonly #held = new Map<WebSocket, Held>();
   #timer: ReturnType<typeof setInterval> | null = null;
+  /** Sum of the held sockets' `pinned`, kept as they change. */
+  #pinned = 0;
   /** Set by {@link stop}: no timer may start after it. */
   #stopped = false;
 
@@ -99,11 +101,12 @@ export class ClosingSockets {
     return this.#held.size;
   }
 
-  /** Memory their queues held when last looked at, in bytes. */
+  /**
+   * Memory their queues held when last looked at, in bytes; read at every
+   * upgrade (the load guard), so kept as a running total.
+   */
   pinnedBytes(): number {
-    let bytes = 0;
-    for (const held of this.#held.values()) bytes += held.pinned;
-    return bytes;
+    return this.#pinned;
   }
 
   /** Whether `socket` is being let go (its input is to be discarded). */
@@ -150,6 +153,8 @@ export class ClosingSockets {
 
   /** Deno reported the socket closed: it no longer holds anything. */
   released(socket: WebSocket): void {
+    const held = this.#held.get(socket);
+    if (held) this.#pin(held, 0);
     this.#held.delete(socket);
     if (this.#held.size === 0) this.#stopTimer();
   }
@@ -175,12 +180,21 @@ export class ClosingSockets {
     // comes only once its writes are done or have failed.
     if (held.closeSent || socket.readyState !== WebSocket.OPEN) return;
     const buffered = socket.bufferedAmount;
-    held.pinned = held.inFlight ? held.inFlight.pinned(buffered) : buffered;
+    this.#pin(
+      held,
+      held.inFlight ? held.inFlight.pinned(buffered) : buffered,
+    );
     if (buffered > 0) return;
     const quiet = now - held.lastInput >= QUIET_MS;
     if (!quiet && now - held.since < LINGER_MS) return;
     held.closeSent = true;
-    held.pinned = 0;
+    this.#pin(held, 0);
     socket.close(held.code, held.reason);
+  }
+
+  /** Sets what a held socket's queue holds, and the total with it. */
+  #pin(held: Held, bytes: number): void {
+    this.#pinned += bytes - held.pinned;
+    held.pinned = bytes;
   }
 }

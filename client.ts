@@ -7,6 +7,7 @@
  * @module
  */
 
+import type { SocketTracking } from "./closing.ts";
 import { HistoryUnavailable } from "./history.ts";
 import type { Hub, Member, OwnLine, Room } from "./hub.ts";
 import type { Logger } from "./log.ts";
@@ -46,7 +47,7 @@ export interface JoinRequest {
 }
 
 /** What a client needs from the instance that accepted it. */
-export interface ClientContext {
+export interface ClientContext extends SocketTracking {
   /** The hub the client joins. */
   hub: Hub;
   /** Counters for timeouts and rate limiting. */
@@ -55,30 +56,8 @@ export interface ClientContext {
   logger: Logger;
   /** Limits every frame is checked against. */
   limits: ClientLimits;
-  /** Called once when the socket has closed, with its close code. */
-  untrack(socket: WebSocket, code: number): void;
   /** Checks a fresh token the client sent; answers with an error if bad. */
   refreshToken(client: Client, token: string): void;
-  /** Counts, logs and closes a socket the server gave up on. */
-  evictSocket(
-    socket: WebSocket,
-    reason: EvictionReason,
-    code: number,
-    text: string,
-    client?: number,
-    inFlight?: InFlight,
-  ): void;
-  /** Closes a socket the server is done with, once that is safe. */
-  closeSocket(
-    socket: WebSocket,
-    code: number,
-    text: string,
-    inFlight?: InFlight,
-  ): void;
-  /** Takes note of a frame from a socket being let go, and drops it. */
-  discard(socket: WebSocket): void;
-  /** Whether `socket` is being let go (closed once its queue drains). */
-  departing(socket: WebSocket): boolean;
 }
 
 /**
@@ -241,12 +220,11 @@ export class Client implements Member {
         hub.publish(this, msg.text);
         return;
       case "nick":
-        if (this.user === undefined) hub.rename(this, msg.name);
-        else {hub.sendError(
-            this,
-            "auth_name",
-            "your name comes from your token",
-          );}
+        if (this.user === undefined) {
+          hub.rename(this, msg.name);
+        } else {
+          hub.sendError(this, "auth_name", "your name comes from your token");
+        }
         return;
       case "token":
         this.#ctx.refreshToken(this, msg.token);

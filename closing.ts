@@ -24,6 +24,36 @@
  */
 
 import type { InFlight } from "./inflight.ts";
+import type { EvictionReason } from "./metrics.ts";
+
+/**
+ * How a socket (chat or echo) reports its end to the instance that owns it,
+ * and hands over the sockets the server gives up on.
+ */
+export interface SocketTracking {
+  /** Called when the socket has closed, with its close code. */
+  untrack(socket: WebSocket, code: number): void;
+  /** Counts, logs and closes a socket the server gave up on. */
+  evictSocket(
+    socket: WebSocket,
+    reason: EvictionReason,
+    code: number,
+    text: string,
+    client?: number,
+    inFlight?: InFlight,
+  ): void;
+  /** Closes a socket the server is done with, once that is safe. */
+  closeSocket(
+    socket: WebSocket,
+    code: number,
+    text: string,
+    inFlight?: InFlight,
+  ): void;
+  /** Takes note of a frame from a socket being let go, and drops it. */
+  discard(socket: WebSocket): void;
+  /** Whether `socket` is being let go (closed once its queue drains). */
+  departing(socket: WebSocket): boolean;
+}
 
 /** How often held sockets are looked at. */
 export const POLL_MS = 100;
@@ -61,6 +91,8 @@ interface Held {
 export class ClosingSockets {
   readonly #held = new Map<WebSocket, Held>();
   #timer: ReturnType<typeof setInterval> | null = null;
+  /** Sum of the held sockets' `pinned`, kept as they change. */
+  #pinned = 0;
   /** Set by {@link stop}: no timer may start after it. */
   #stopped = false;
 
@@ -69,11 +101,12 @@ export class ClosingSockets {
     return this.#held.size;
   }
 
-  /** Memory their queues held when last looked at, in bytes. */
+  /**
+   * Memory their queues held when last looked at, in bytes; read at every
+   * upgrade (the load guard), so kept as a running total.
+   */
   pinnedBytes(): number {
-    let bytes = 0;
-    for (const held of this.#held.values()) bytes += held.pinned;
-    return bytes;
+    return this.#pinned;
   }
 
   /** Whether `socket` is being let go (its input is to be discarded). */
@@ -120,6 +153,8 @@ export class ClosingSockets {
 
   /** Deno reported the socket closed: it no longer holds anything. */
   released(socket: WebSocket): void {
+    const held = this.#held.get(socket);
+    if (held) this.#pin(held, 0);
     this.#held.delete(socket);
     if (this.#held.size === 0) this.#stopTimer();
   }
@@ -145,12 +180,21 @@ export class ClosingSockets {
     // comes only once its writes are done or have failed.
     if (held.closeSent || socket.readyState !== WebSocket.OPEN) return;
     const buffered = socket.bufferedAmount;
-    held.pinned = held.inFlight ? held.inFlight.pinned(buffered) : buffered;
+    this.#pin(
+      held,
+      held.inFlight ? held.inFlight.pinned(buffered) : buffered,
+    );
     if (buffered > 0) return;
     const quiet = now - held.lastInput >= QUIET_MS;
     if (!quiet && now - held.since < LINGER_MS) return;
     held.closeSent = true;
-    held.pinned = 0;
+    this.#pin(held, 0);
     socket.close(held.code, held.reason);
+  }
+
+  /** Sets what a held socket's queue holds, and the total with it. */
+  #pin(held: Held, bytes: number): void {
+    this.#pinned += bytes - held.pinned;
+    held.pinned = bytes;
   }
 }

@@ -7,9 +7,9 @@
  * @module
  */
 
+import type { SocketTracking } from "./closing.ts";
 import { InFlight } from "./inflight.ts";
-import type { EvictionReason } from "./metrics.ts";
-import { exceedsBytes, utf8Length } from "./protocol.ts";
+import { utf8Length } from "./protocol.ts";
 
 /** Limits of one echo socket. */
 export interface EchoLimits {
@@ -19,32 +19,11 @@ export interface EchoLimits {
   maxBufferedBytes: number;
 }
 
-/** How an echo socket reports its end to the instance that owns it. */
-export interface EchoTracking {
-  /** Called when the socket has closed, with its close code. */
-  untrack(socket: WebSocket, code: number): void;
-  /** Counts, logs and closes a socket the server gave up on. */
-  evictSocket(
-    socket: WebSocket,
-    reason: EvictionReason,
-    code: number,
-    text: string,
-    client?: number,
-    inFlight?: InFlight,
-  ): void;
-  /** Closes a socket for a protocol violation, once that is safe. */
-  closeSocket(socket: WebSocket, code: number, text: string): void;
-  /** Takes note of a frame from a socket being let go, and drops it. */
-  discard(socket: WebSocket): void;
-  /** Whether the socket is being let go. */
-  departing(socket: WebSocket): boolean;
-}
-
 /** Echoes every frame `socket` receives until it closes. */
 export function serveEcho(
   socket: WebSocket,
   limits: EchoLimits,
-  tracking: EchoTracking,
+  tracking: SocketTracking,
 ): void {
   socket.binaryType = "arraybuffer";
   // One frame per echo: a peer echoing tiny frames it never reads would
@@ -59,8 +38,10 @@ export function serveEcho(
       return;
     }
     if (typeof data !== "string" && !(data instanceof ArrayBuffer)) return;
+    // A string has at least as many UTF-8 bytes as UTF-16 units: one too
+    // long in units is not measured.
     const bytes = typeof data === "string"
-      ? (exceedsBytes(data, limits.maxEchoBytes) ? Infinity : utf8Length(data))
+      ? (data.length > limits.maxEchoBytes ? Infinity : utf8Length(data))
       : data.byteLength;
     if (bytes > limits.maxEchoBytes) {
       tracking.closeSocket(socket, 1009, "message too big");

@@ -200,10 +200,7 @@ export class MemoryHistory implements HistoryStore {
   /** Drops the room from memory; with a loader, it is read again when used. */
   forget(room: string): void {
     const entry = this.#rooms.get(room);
-    if (!entry) return;
-    this.#rooms.delete(room);
-    this.#bytes -= entry.bytes;
-    this.#size -= entry.records.length;
+    if (entry) this.#drop(room, entry);
   }
 
   read(
@@ -274,10 +271,15 @@ export class MemoryHistory implements HistoryStore {
     for (const [room, entry] of this.#rooms) {
       if (this.#bytes <= this.#maxBytes) return;
       if (room === keep) continue;
-      this.#rooms.delete(room);
-      this.#bytes -= entry.bytes;
-      this.#size -= entry.records.length;
+      this.#drop(room, entry);
     }
+  }
+
+  /** Removes a room from memory, and what it counted. */
+  #drop(room: string, entry: RoomHistory): void {
+    this.#rooms.delete(room);
+    this.#bytes -= entry.bytes;
+    this.#size -= entry.records.length;
   }
 }
 

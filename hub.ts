@@ -360,6 +360,7 @@ export class Hub {
     member.room = room;
     member.cursor = room.logEnd;
     room.members.add(member);
+    const count = this.#count(room);
     if (member.json) {
       room.jsonMembers++;
       // Everything accepted so far comes as history; the member's cursor
@@ -371,10 +372,8 @@ export class Hub {
           type: "welcome",
           you: member.name,
           room: room.name,
-          members: this.#count(room) > LARGE_ROOM
-            ? [member.name]
-            : this.#names(room),
-          memberCount: this.#count(room),
+          members: count > LARGE_ROOM ? [member.name] : this.#names(room),
+          memberCount: count,
           history: slice.records,
           gap: slice.gap,
           seq: room.seq,
@@ -388,7 +387,7 @@ export class Hub {
       }
     }
     if (!known) {
-      if (this.#count(room) <= LARGE_ROOM) {
+      if (count <= LARGE_ROOM) {
         this.#announce(room, encodeMembership("join", member.name, Date.now()));
       }
       this.#opts.relay?.presence(room.name, member, {
@@ -857,28 +856,33 @@ export class Hub {
     from: number,
     end: number,
   ): Frames {
-    const pieces: string[] = [];
+    // Shared frames are already as full as the cap allows, so at most their
+    // neighbours join them; each own line is a piece of its own, so a long
+    // run of them (a catch-up after the welcome) is cut into frames like
+    // the log is.
+    const out = new FrameBuilder();
+    let pieces = 0;
     let bytes = 0;
     let messages = 0;
     const addLog = (to: number) => {
       if (to <= from) return;
       const part = this.#slice(room, member, from, to);
-      pieces.push(...part.frames);
+      for (const frame of part.frames) out.add(frame);
+      pieces += part.frames.length;
       bytes += part.bytes;
       messages += part.messages;
       from = to;
     };
-    // Each own line is a piece of its own, so a long run of them (a
-    // catch-up after the welcome) is cut into frames like the log is.
     for (const line of own) {
       addLog(line.after);
-      pieces.push(line.text);
+      out.add(line.text);
+      pieces++;
       bytes += utf8Length(line.text);
     }
     addLog(end);
-    const frames = coalesce(pieces);
+    const frames = out.frames();
     // Each join of two pieces adds a newline.
-    bytes += pieces.length - frames.length;
+    bytes += pieces - frames.length;
     return { frames, bytes, messages };
   }
 
@@ -984,33 +988,14 @@ export class Hub {
   }
 }
 
-/**
- * Joins consecutive pieces with `\n` while the frame stays within
- * {@link FRAME_CHARS}: a member's own lines ride in the frame next to them.
- * Shared frames are already as full as the cap allows, so at most their
- * neighbours join them.
- */
-function coalesce(pieces: readonly string[]): string[] {
-  const frames: string[] = [];
-  let current: string | null = null;
-  for (const piece of pieces) {
-    if (current === null) {
-      current = piece;
-    } else if (current.length + 1 + piece.length <= FRAME_CHARS) {
-      current += "\n" + piece;
-    } else {
-      frames.push(current);
-      current = piece;
-    }
-  }
-  if (current !== null) frames.push(current);
-  return frames;
-}
-
 /** Close code "try again later": the relay could not load the room. */
 const UNAVAILABLE = 1013;
 
-/** Joins lines with `\n` into frames of at most {@link FRAME_CHARS}. */
+/**
+ * Joins lines with `\n` into frames of at most {@link FRAME_CHARS}: the
+ * log's lines into shared frames, and a member's own lines with the frames
+ * next to them.
+ */
 class FrameBuilder {
   readonly #frames: string[] = [];
   #current = "";

@@ -99,9 +99,11 @@ export class Metrics {
     },
   ): string {
     const out: string[] = [];
+    // Each sample is what follows the name (labels, or a histogram
+    // series' suffix) and its value.
     const metric = (
       name: string,
-      type: "counter" | "gauge",
+      type: "counter" | "gauge" | "histogram",
       help: string,
       samples: [string, number][],
     ) => {
@@ -224,7 +226,36 @@ export class Metrics {
       );
     }
     if (gauges.historyStored !== undefined && gauges.historyStored !== null) {
-      this.#renderStore(out, gauges.historyStored);
+      metric(
+        "hubbub_history_stored_messages",
+        "gauge",
+        "Messages of room history on disk.",
+        [["", gauges.historyStored]],
+      );
+      metric(
+        "hubbub_history_write_seconds",
+        "histogram",
+        "Time of each history commit (one per turn with messages).",
+        this.#writeSamples(),
+      );
+      metric(
+        "hubbub_history_write_failures_total",
+        "counter",
+        "History commits and trims that failed.",
+        [["", this.historyWriteFailures]],
+      );
+      metric(
+        "hubbub_history_read_failures_total",
+        "counter",
+        "Reads of stored history that failed.",
+        [["", this.historyReadFailures]],
+      );
+      metric(
+        "hubbub_messages_not_stored_total",
+        "counter",
+        "Messages refused because storing them failed.",
+        [["", this.messagesNotStored]],
+      );
     }
     metric("hubbub_uptime_seconds", "gauge", "Seconds since start.", [[
       "",
@@ -233,34 +264,19 @@ export class Metrics {
     return out.join("\n") + "\n";
   }
 
-  /** The `--data` series: rows on disk, commit latency, failures. */
-  #renderStore(out: string[], stored: number): void {
-    out.push(
-      "# HELP hubbub_history_stored_messages Messages of room history on disk.",
-      "# TYPE hubbub_history_stored_messages gauge",
-      `hubbub_history_stored_messages ${stored}`,
-      "# HELP hubbub_history_write_seconds Time of each history commit (one per turn with messages).",
-      "# TYPE hubbub_history_write_seconds histogram",
-    );
+  /** The commit latency histogram (`--data`): cumulative buckets, sum, count. */
+  #writeSamples(): [string, number][] {
     let cumulative = 0;
-    WRITE_BUCKETS.forEach((le, i) => {
-      cumulative += this.historyWriteBuckets[i];
-      out.push(`hubbub_history_write_seconds_bucket{le="${le}"} ${cumulative}`);
-    });
-    out.push(
-      `hubbub_history_write_seconds_bucket{le="+Inf"} ${this.historyWrites}`,
-      `hubbub_history_write_seconds_sum ${this.historyWriteSeconds}`,
-      `hubbub_history_write_seconds_count ${this.historyWrites}`,
-      "# HELP hubbub_history_write_failures_total History commits and trims that failed.",
-      "# TYPE hubbub_history_write_failures_total counter",
-      `hubbub_history_write_failures_total ${this.historyWriteFailures}`,
-      "# HELP hubbub_history_read_failures_total Reads of stored history that failed.",
-      "# TYPE hubbub_history_read_failures_total counter",
-      `hubbub_history_read_failures_total ${this.historyReadFailures}`,
-      "# HELP hubbub_messages_not_stored_total Messages refused because storing them failed.",
-      "# TYPE hubbub_messages_not_stored_total counter",
-      `hubbub_messages_not_stored_total ${this.messagesNotStored}`,
+    const samples = WRITE_BUCKETS.map((le, i): [string, number] => [
+      `_bucket{le="${le}"}`,
+      cumulative += this.historyWriteBuckets[i],
+    ]);
+    samples.push(
+      ['_bucket{le="+Inf"}', this.historyWrites],
+      ["_sum", this.historyWriteSeconds],
+      ["_count", this.historyWrites],
     );
+    return samples;
   }
 }
 

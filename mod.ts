@@ -19,7 +19,7 @@
 
 import { createHash } from "node:crypto";
 import { Auth, type AuthOptions } from "./auth.ts";
-import { Client, type ClientLimits } from "./client.ts";
+import { Client, type ClientContext, type ClientLimits } from "./client.ts";
 import { DurableHistory } from "./durable_history.ts";
 import { ClosingSockets } from "./closing.ts";
 import type { InFlight } from "./inflight.ts";
@@ -32,6 +32,7 @@ import { type EvictionReason, Metrics } from "./metrics.ts";
 import { serveEcho } from "./echo.ts";
 import { TokenLifetimes } from "./expiry.ts";
 import {
+  type Admitted,
   type ChatAdmission,
   type EchoAdmission,
   Gate,
@@ -310,7 +311,7 @@ export function createHubbub(options: HubbubOptions = {}): Hubbub {
     }, token);
   }
 
-  const ctx = {
+  const ctx: ClientContext = {
     hub,
     metrics,
     logger,
@@ -345,8 +346,9 @@ export function createHubbub(options: HubbubOptions = {}): Hubbub {
   });
 
   /**
-   * Upgrades without Deno's `protocol` option: it checks the choice against
-   * its own split of the offer on ", " and throws (a 500) on
+   * Upgrades an admitted request and holds its socket, counted against
+   * `address`. Without Deno's `protocol` option: it checks the choice
+   * against its own split of the offer on ", " and throws (a 500) on
    * `chat,hubbub.v1`, as npm `ws` writes it. The gate read the offer as the
    * HTTP list it is and chose (never a `bearer.<JWT>` entry); the answer
    * header is the whole of choosing a subprotocol.
@@ -354,34 +356,34 @@ export function createHubbub(options: HubbubOptions = {}): Hubbub {
   function upgrade(
     req: Request,
     protocol: string | null,
+    address: string | null,
   ): { socket: WebSocket; response: Response } {
     const upgraded = Deno.upgradeWebSocket(req, { idleTimeout });
     if (protocol !== null) {
       upgraded.response.headers.set("sec-websocket-protocol", protocol);
     }
+    sockets.add(upgraded.socket);
+    addresses.add(upgraded.socket, address);
     return upgraded;
   }
 
-  function chat(
-    req: Request,
-    url: URL,
-    address: string | null,
+  /** Opens what the gate admitted, once its token is verified if need be. */
+  function admit<T>(
+    admitted: Admitted<T>,
+    open: (admission: T) => Response,
   ): Response | Promise<Response> {
-    const admitted = gate.chat(req, url, address);
+    const settle = (a: T | Response) => a instanceof Response ? a : open(a);
     return admitted instanceof Promise
-      ? admitted.then((a) => openChat(req, a, address))
-      : openChat(req, admitted, address);
+      ? admitted.then(settle)
+      : settle(admitted);
   }
 
   function openChat(
     req: Request,
-    admitted: ChatAdmission | Response,
+    admitted: ChatAdmission,
     address: string | null,
   ): Response {
-    if (admitted instanceof Response) return admitted;
-    const { socket, response } = upgrade(req, admitted.protocol);
-    sockets.add(socket);
-    addresses.add(socket, address);
+    const { socket, response } = upgrade(req, admitted.protocol, address);
     const { room, since, epoch, identity } = admitted;
     let name: string;
     if (identity) {
@@ -401,33 +403,13 @@ export function createHubbub(options: HubbubOptions = {}): Hubbub {
     return response;
   }
 
-  function echo(
-    req: Request,
-    url: URL,
-    address: string | null,
-  ): Response | Promise<Response> {
-    const admitted = gate.echo(req, url, address);
-    return admitted instanceof Promise
-      ? admitted.then((a) => openEcho(req, a, address))
-      : openEcho(req, admitted, address);
-  }
-
   function openEcho(
     req: Request,
-    admitted: EchoAdmission | Response,
+    admitted: EchoAdmission,
     address: string | null,
   ): Response {
-    if (admitted instanceof Response) return admitted;
-    const { socket, response } = upgrade(req, admitted.protocol);
-    sockets.add(socket);
-    addresses.add(socket, address);
-    serveEcho(socket, { maxEchoBytes, maxBufferedBytes }, {
-      untrack,
-      evictSocket,
-      closeSocket,
-      discard,
-      departing: (s) => departing.has(s),
-    });
+    const { socket, response } = upgrade(req, admitted.protocol, address);
+    serveEcho(socket, { maxEchoBytes, maxBufferedBytes }, ctx);
     lifetimes.watch(socket, admitted.identity);
     return response;
   }
@@ -464,10 +446,20 @@ export function createHubbub(options: HubbubOptions = {}): Hubbub {
               "cache-control": FAVICON_CACHE,
             },
           }));
-      case "/ws":
-        return chat(req, url, clientAddress(req, info?.remoteAddr, trustProxy));
-      case "/echo":
-        return echo(req, url, clientAddress(req, info?.remoteAddr, trustProxy));
+      case "/ws": {
+        const address = clientAddress(req, info?.remoteAddr, trustProxy);
+        return admit(
+          gate.chat(req, url, address),
+          (a) => openChat(req, a, address),
+        );
+      }
+      case "/echo": {
+        const address = clientAddress(req, info?.remoteAddr, trustProxy);
+        return admit(
+          gate.echo(req, url, address),
+          (a) => openEcho(req, a, address),
+        );
+      }
       case "/auth":
         return readOnly(req, () => gate.authCheck(req, url));
       case "/healthz":

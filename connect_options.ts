@@ -7,7 +7,7 @@
  */
 
 import { parseArgs } from "node:util";
-import { JSON_SUBPROTOCOL } from "./protocol.ts";
+import { BEARER_PREFIX, JSON_SUBPROTOCOL } from "./protocol.ts";
 
 /**
  * Exit codes of `hubbub connect` (SPEC section 9), for scripts that tell a
@@ -57,9 +57,6 @@ export type ConnectCommand =
  * token, which a `Sec-WebSocket-Protocol` entry must be.
  */
 const JWT_CHARS = /^[A-Za-z0-9_.-]+$/;
-
-/** Prefix of the subprotocol entry that carries a token (SPEC section 6). */
-export const BEARER_PREFIX = "bearer.";
 
 /**
  * Parses `connect`'s arguments (those after the word `connect`). A leading

@@ -19,14 +19,12 @@ import {
 } from "./auth.ts";
 import type { Logger } from "./log.ts";
 import type { Metrics } from "./metrics.ts";
-import { DEFAULT_ROOM, isRoomName, JSON_SUBPROTOCOL } from "./protocol.ts";
-
-/**
- * A `Sec-WebSocket-Protocol` entry carrying a token: `bearer.<JWT>`. A
- * browser cannot set headers on a WebSocket, and a token in the URL ends up
- * in logs; this entry is the one place a page can put it otherwise.
- */
-const BEARER_PREFIX = "bearer.";
+import {
+  BEARER_PREFIX,
+  DEFAULT_ROOM,
+  isRoomName,
+  JSON_SUBPROTOCOL,
+} from "./protocol.ts";
 
 /**
  * A token-free entry the server selects when a client offers it beside

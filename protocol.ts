@@ -10,6 +10,14 @@
 /** The subprotocol that selects the JSON wire format. */
 export const JSON_SUBPROTOCOL = "hubbub.v1";
 
+/**
+ * Prefix of the `Sec-WebSocket-Protocol` entry that carries a token:
+ * `bearer.<JWT>`. A browser cannot set headers on a WebSocket, and a token in
+ * the URL ends up in logs; this entry is the one place a page can put it
+ * otherwise. The server never echoes it.
+ */
+export const BEARER_PREFIX = "bearer.";
+
 /** Room a socket joins when `?room=` is absent. */
 export const DEFAULT_ROOM = "lobby";
 

@@ -25,6 +25,7 @@
 
 import type { InFlight } from "./inflight.ts";
 import type { EvictionReason } from "./metrics.ts";
+import { PolledMap } from "./polled_map.ts";
 
 /**
  * How a socket (chat or echo) reports its end to the instance that owns it,
@@ -89,11 +90,10 @@ interface Held {
 
 /** The sockets being let go, for the connection cap and the metrics. */
 export class ClosingSockets {
-  readonly #held = new Map<WebSocket, Held>();
-  #timer: ReturnType<typeof setInterval> | null = null;
+  readonly #held = new PolledMap<WebSocket, Held>(POLL_MS, () => this.#poll());
   /** Sum of the held sockets' `pinned`, kept as they change. */
   #pinned = 0;
-  /** Set by {@link stop}: no timer may start after it. */
+  /** Set by {@link stop}: a socket given up on after it is closed at once. */
   #stopped = false;
 
   /** Sockets given up on and not yet released. */
@@ -142,7 +142,6 @@ export class ClosingSockets {
     };
     this.#held.set(socket, held);
     this.#look(socket, held, now);
-    this.#timer ??= setInterval(this.#poll, POLL_MS);
   }
 
   /** Notes a frame from a socket being let go (it is discarded). */
@@ -156,24 +155,18 @@ export class ClosingSockets {
     const held = this.#held.get(socket);
     if (held) this.#pin(held, 0);
     this.#held.delete(socket);
-    if (this.#held.size === 0) this.#stopTimer();
   }
 
   /** Stops watching (the instance is shutting down). */
   stop(): void {
     this.#stopped = true;
-    this.#stopTimer();
+    this.#held.stop();
   }
 
-  #stopTimer(): void {
-    if (this.#timer !== null) clearInterval(this.#timer);
-    this.#timer = null;
-  }
-
-  #poll = (): void => {
+  #poll(): void {
     const now = performance.now();
     for (const [socket, held] of this.#held) this.#look(socket, held, now);
-  };
+  }
 
   #look(socket: WebSocket, held: Held, now: number): void {
     // Closed or closing: Deno reports the end with a close event, which

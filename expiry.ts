@@ -4,15 +4,14 @@
  * token it sent moved its deadline first.
  *
  * One interval sweeps every tracked socket, running only while some socket
- * has a deadline: a timer per socket would cost a timer object and a
- * closure each, kilobytes at ten thousand sockets, where an entry in one map
- * costs a few dozen bytes.
+ * has a deadline (polled_map.ts), rather than a timer per socket.
  *
  * @module
  */
 
 import { type Auth, checkRefresh, type Identity } from "./auth.ts";
 import type { Logger } from "./log.ts";
+import { PolledMap } from "./polled_map.ts";
 
 /**
  * How often deadlines are checked. A socket outlives its token by at most
@@ -54,10 +53,12 @@ export class TokenLifetimes {
   readonly #auth: Auth | null;
   readonly #logger: Logger;
   readonly #close: CloseSocket;
-  readonly #deadlines = new Map<WebSocket, Deadline>();
+  readonly #deadlines = new PolledMap<WebSocket, Deadline>(
+    SWEEP_MS,
+    () => this.#sweep(),
+  );
   /** Each socket's refreshes, judged one after another: the last sent wins. */
   readonly #refreshes = new WeakMap<WebSocket, Promise<void>>();
-  #timer: ReturnType<typeof setInterval> | null = null;
 
   /**
    * Lifetimes of tokens verified by `auth` (null: auth is off); an expired
@@ -86,7 +87,6 @@ export class TokenLifetimes {
   ): void {
     if (identity?.expires == null) return;
     this.#deadlines.set(socket, { at: identity.expires, leave });
-    this.#timer ??= setInterval(this.#sweep, SWEEP_MS);
   }
 
   /**
@@ -121,23 +121,15 @@ export class TokenLifetimes {
 
   /** Stops watching a socket (it closed). Idempotent. */
   forget(socket: WebSocket): void {
-    if (this.#deadlines.delete(socket) && this.#deadlines.size === 0) {
-      this.#stopTimer();
-    }
+    this.#deadlines.delete(socket);
   }
 
   /** Forgets every socket; for shutdown. */
   stop(): void {
     this.#deadlines.clear();
-    this.#stopTimer();
   }
 
-  #stopTimer(): void {
-    if (this.#timer !== null) clearInterval(this.#timer);
-    this.#timer = null;
-  }
-
-  #sweep = (): void => {
+  #sweep(): void {
     const now = Date.now();
     for (const [socket, deadline] of this.#deadlines) {
       if (deadline.at > now) continue;
@@ -146,6 +138,5 @@ export class TokenLifetimes {
       deadline.leave?.();
       this.#close(socket, POLICY_VIOLATION, "token expired");
     }
-    if (this.#deadlines.size === 0) this.#stopTimer();
-  };
+  }
 }

@@ -12,56 +12,14 @@
 
 import { parseArgs } from "node:util";
 import { SignJWT } from "jose";
+import { NO_LIMITS, startServer } from "./server.ts";
 
 const { values } = parseArgs({
   args: Deno.args[0] === "--" ? Deno.args.slice(1) : Deno.args,
   options: { upgrades: { type: "string", default: "1000" } },
 });
 const upgrades = Number(values.upgrades);
-const MAIN = new URL("../main.ts", import.meta.url).pathname;
 const SECRET = crypto.randomUUID() + crypto.randomUUID();
-
-/** Starts `main.ts` on a free port; resolves with its port and a stop. */
-async function serve(env: Record<string, string>) {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "--allow-net",
-      "--allow-env=HUBBUB_*,DENO_USE_WRITEV",
-      MAIN,
-      "--hostname",
-      "127.0.0.1",
-      "--port",
-      "0",
-      "--rate-limit",
-      "0",
-      "--max-connections",
-      "100000",
-      "--max-connections-per-ip",
-      "0",
-    ],
-    env,
-    stdout: "piped",
-    stderr: "null",
-  }).spawn();
-  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-  let out = "";
-  let port = 0;
-  while (!port) {
-    const { value, done } = await reader.read();
-    if (done) throw new Error("server exited: " + out);
-    out += value;
-    port = Number(out.match(/listening on http:\/\/[^:]+:(\d+)\//)?.[1] ?? 0);
-  }
-  return {
-    port,
-    async stop() {
-      child.kill("SIGTERM");
-      await reader.cancel();
-      await child.status;
-    },
-  };
-}
 
 /** Seconds for `upgrades` sequential open-and-close handshakes to `url`. */
 async function run(url: string): Promise<number> {
@@ -80,8 +38,11 @@ async function run(url: string): Promise<number> {
 const token = await new SignJWT({ name: "bench" })
   .setProtectedHeader({ alg: "HS256" }).setSubject("bench")
   .setExpirationTime("1h").sign(new TextEncoder().encode(SECRET));
-const open = await serve({});
-const authed = await serve({ HUBBUB_JWT_SECRET: SECRET });
+const open = await startServer({ args: NO_LIMITS });
+const authed = await startServer({
+  args: NO_LIMITS,
+  env: { HUBBUB_JWT_SECRET: SECRET },
+});
 try {
   const plain = await run(`ws://127.0.0.1:${open.port}/ws?room=bench`);
   const auth = await run(

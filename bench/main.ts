@@ -16,6 +16,7 @@ import type { LoaderResult } from "./loader.ts";
 import { memory } from "./memory.ts";
 import { cpuSeconds } from "./cpu.ts";
 import { type RedisChild, spawnRedis } from "./redis_server.ts";
+import { type BenchServer, NO_LIMITS, startServer } from "./server.ts";
 
 const { values } = parseArgs({
   args: Deno.args[0] === "--" ? Deno.args.slice(1) : Deno.args,
@@ -96,31 +97,6 @@ if (values.data && withRedis) {
 const dataDir = values.data
   ? await Deno.makeTempDir({ prefix: "hubbub-bench-" })
   : null;
-
-async function startServer(
-  extra: string[],
-): Promise<{ proc: LineProcess; port: number }> {
-  const proc = new LineProcess([
-    "run",
-    "--allow-net",
-    "--allow-env=HUBBUB_*,DENO_USE_WRITEV",
-    ...(dataDir ? [`--allow-read=${dataDir}`, `--allow-write=${dataDir}`] : []),
-    `${root}main.ts`,
-    ...(dataDir
-      ? [`--data=${dataDir}/bench.db`, `--data-sync=${values["data-sync"]}`]
-      : []),
-    "--port=0",
-    "--hostname=127.0.0.1",
-    "--rate-limit=0",
-    "--max-connections=100000",
-    "--max-connections-per-ip=0",
-    ...extra,
-  ]);
-  for (;;) {
-    const m = (await proc.line()).match(/listening on http:\/\/[^:]+:(\d+)\//);
-    if (m) return { proc, port: Number(m[1]) };
-  }
-}
 
 function percentile(
   hist: Map<number, number>,
@@ -266,13 +242,22 @@ async function commitStats(port: number): Promise<string> {
 }
 
 const redis = withRedis ? await startRedis() : null;
-const servers: { proc: LineProcess; port: number }[] = [];
+const serverArgs = [
+  ...(dataDir
+    ? [`--data=${dataDir}/bench.db`, `--data-sync=${values["data-sync"]}`]
+    : []),
+  ...NO_LIMITS,
+  ...(redis ? [`--redis=${redis.url}`] : []),
+];
+const servers: BenchServer[] = [];
 try {
   for (let i = 0; i < instances; i++) {
-    servers.push(await startServer(redis ? [`--redis=${redis.url}`] : []));
+    servers.push(
+      await startServer({ args: serverArgs, dataDir, stderr: "inherit" }),
+    );
   }
   const ports = servers.map((s) => s.port);
-  const pids = servers.map((s) => s.proc.child.pid);
+  const pids = servers.map((s) => s.pid);
   const perConn = idleClients > 0 ? await idle(ports[0], pids[0]) : NaN;
   const r = await fanout(ports, pids, redis?.child.pid);
   const mode = (values.json ? "json" : "plain") +
@@ -296,10 +281,7 @@ try {
     );
   }
 } finally {
-  for (const { proc } of servers) {
-    proc.child.kill("SIGTERM");
-    await proc.finish();
-  }
+  for (const server of servers) await server.stop();
   if (redis) await redis.stop();
   if (dataDir) await Deno.remove(dataDir, { recursive: true });
 }

@@ -13,6 +13,7 @@
 
 import { parseArgs } from "node:util";
 import { openHistoryDb } from "../history_db.ts";
+import { startServer } from "./server.ts";
 
 const { values } = parseArgs({
   args: Deno.args[0] === "--" ? Deno.args.slice(1) : Deno.args,
@@ -23,7 +24,6 @@ const { values } = parseArgs({
 });
 const rooms = Number(values.rooms);
 const messages = Number(values.messages);
-const main = new URL("../main.ts", import.meta.url).pathname;
 
 /** Fills a hubbub database the way the server would have. */
 function generate(path: string): void {
@@ -43,37 +43,6 @@ function generate(path: string): void {
     db.exec("COMMIT");
   }
   db.close();
-}
-
-/** Starts main.ts with `args`; resolves with the port and the child. */
-async function start(
-  args: string[],
-): Promise<{ child: Deno.ChildProcess; port: number; ms: number }> {
-  const t0 = performance.now();
-  const child = new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "--allow-all",
-      main,
-      "--port=0",
-      "--hostname=127.0.0.1",
-      ...args,
-    ],
-    stdout: "piped",
-    stderr: "null",
-  }).spawn();
-  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-  let out = "";
-  for (;;) {
-    const { value, done } = await reader.read();
-    if (done) throw new Error("server exited before listening");
-    out += value;
-    const m = out.match(/listening on http:\/\/[^:]+:(\d+)\//);
-    if (m) {
-      await reader.cancel();
-      return { child, port: Number(m[1]), ms: performance.now() - t0 };
-    }
-  }
 }
 
 /** Milliseconds until a JSON client of `room` has its welcome. */
@@ -109,18 +78,22 @@ try {
   );
   console.log("|---|---:|---:|---:|");
   for (const data of [false, true, false, true]) {
-    const { child, port, ms } = await start(data ? [`--data=${path}`] : []);
-    const first = await welcome(port, "room-0");
     const t0 = performance.now();
+    const server = await startServer(
+      data ? { args: [`--data=${path}`], dataDir: dir } : {},
+    );
+    const ms = performance.now() - t0;
+    const { port } = server;
+    const first = await welcome(port, "room-0");
+    const t1 = performance.now();
     for (let r = 1; r < rooms; r++) await welcome(port, `room-${r}`);
-    const all = first + performance.now() - t0;
+    const all = first + performance.now() - t1;
     console.log(
       `| ${data ? "--data" : "memory"} | ${ms.toFixed(0)} | ${
         first.toFixed(1)
       } | ${all.toFixed(0)} |`,
     );
-    child.kill("SIGTERM");
-    await child.status;
+    await server.stop();
   }
 } finally {
   await Deno.remove(dir, { recursive: true });

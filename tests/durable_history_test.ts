@@ -2,17 +2,7 @@ import assert from "node:assert/strict";
 import { DurableHistory } from "../durable_history.ts";
 import { silentLogger } from "../log.ts";
 import { Metrics } from "../metrics.ts";
-import type { ChatRecord } from "../protocol.ts";
-import { until } from "./helpers.ts";
-
-const rec = (seq: number): ChatRecord => ({
-  seq,
-  from: "a",
-  time: seq * 1000,
-  text: `m${seq}`,
-});
-const range = (from: number, to: number): number[] =>
-  Array.from({ length: to - from + 1 }, (_, i) => from + i);
+import { range, rec, until } from "./helpers.ts";
 
 function open(path: string, window: number, max: number): DurableHistory {
   return new DurableHistory({

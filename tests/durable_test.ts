@@ -2,9 +2,11 @@ import assert from "node:assert/strict";
 import { DatabaseSync } from "node:sqlite";
 import { APPLICATION_ID } from "../history_db.ts";
 import { FRAME_CHARS, PLAIN_NOT_STORED } from "../hub.ts";
-import { JSON_SUBPROTOCOL } from "../protocol.ts";
 import {
   connect,
+  joinJson,
+  ofType,
+  range,
   spawnServer,
   type TestServer,
   type TestSocket,
@@ -35,16 +37,6 @@ async function withTempDir(fn: (dir: string) => Promise<void>): Promise<void> {
   }
 }
 
-async function joinJson(ws: string, query = ""): Promise<TestSocket> {
-  const s = await connect(`${ws}/ws${query}`, JSON_SUBPROTOCOL);
-  await s.waitFor(() => s.lines.length > 0, "welcome");
-  return s;
-}
-
-function ofType(s: TestSocket, type: string): Msg[] {
-  return s.messages.filter((m) => m.type === type);
-}
-
 /** Sends `n` messages from `s` and waits until it has its own last one back. */
 async function sendMany(s: TestSocket, n: number, prefix: string) {
   for (let i = 1; i <= n; i++) {
@@ -68,8 +60,6 @@ async function page(s: TestSocket, req: Msg): Promise<Msg> {
 }
 
 const seqs = (recs: unknown): number[] => (recs as Rec[]).map((r) => r.seq);
-const range = (from: number, to: number): number[] =>
-  Array.from({ length: to - from + 1 }, (_, i) => from + i);
 
 Deno.test("data: kill -9 and restart keep every message, seq and epoch", () =>
   withTempDir(async (dir) => {
@@ -79,7 +69,7 @@ Deno.test("data: kill -9 and restart keep every message, seq and epoch", () =>
     let before: Rec[];
     const first = await spawnServer(args, DATA_FLAGS);
     try {
-      const a = await joinJson(first.ws, "?room=r");
+      const a = await joinJson(first, "?room=r");
       epoch = a.messages[0].epoch;
       await sendMany(a, 20, "m");
       before = ofType(a, "message") as unknown as Rec[];
@@ -92,7 +82,7 @@ Deno.test("data: kill -9 and restart keep every message, seq and epoch", () =>
 
     const second = await spawnServer(args, DATA_FLAGS);
     try {
-      const fresh = await joinJson(second.ws, "?room=r");
+      const fresh = await joinJson(second, "?room=r");
       const w = fresh.messages[0];
       assert.equal(w.epoch, epoch);
       assert.equal(w.seq, 20);
@@ -102,7 +92,7 @@ Deno.test("data: kill -9 and restart keep every message, seq and epoch", () =>
         before.map(({ seq, text }) => ({ seq, text })),
       );
       // A client that had seen up to 12 before the kill gets 13..20.
-      const back = await joinJson(second.ws, `?room=r&since=12&epoch=${epoch}`);
+      const back = await joinJson(second, `?room=r&since=12&epoch=${epoch}`);
       const bw = back.messages[0];
       assert.equal(bw.gap, false);
       assert.equal(bw.epoch, epoch);
@@ -119,7 +109,7 @@ Deno.test("data: kill -9 and restart keep every message, seq and epoch", () =>
     // A graceful stop flushed and closed: a third life still has it all.
     const third = await spawnServer(args, DATA_FLAGS);
     try {
-      const c = await joinJson(third.ws, "?room=r");
+      const c = await joinJson(third, "?room=r");
       assert.deepEqual(seqs(c.messages[0].history), range(1, 21));
       await c.close();
     } finally {
@@ -130,7 +120,7 @@ Deno.test("data: kill -9 and restart keep every message, seq and epoch", () =>
 Deno.test("data: retention keeps --history-max on disk; scrollback pages to the first kept", () =>
   withTempDir((dir) =>
     withServer(async (srv) => {
-      const a = await joinJson(srv.ws, "?room=r");
+      const a = await joinJson(srv, "?room=r");
       await sendMany(a, 100, "m");
       await until(
         async () =>
@@ -151,7 +141,7 @@ Deno.test("data: retention keeps --history-max on disk; scrollback pages to the 
       // A since older than what is kept: gap, and all 30 kept, 10 in the
       // welcome and 20 after it.
       const old = await joinJson(
-        srv.ws,
+        srv,
         `?room=r&since=5&epoch=${a.messages[0].epoch}`,
       );
       await old.waitFor(() => ofType(old, "message").length === 20, "rest");
@@ -167,7 +157,7 @@ Deno.test("data: retention keeps --history-max on disk; scrollback pages to the 
 
 Deno.test("scrollback without --data pages through memory; bad requests get errors", () =>
   withServer(async (srv) => {
-    const a = await joinJson(srv.ws, "?room=r");
+    const a = await joinJson(srv, "?room=r");
     await sendMany(a, 25, "m");
     let reply = await page(a, { before: 26, limit: 10 });
     assert.deepEqual(seqs(reply.messages), range(16, 25));
@@ -193,10 +183,10 @@ Deno.test("scrollback without --data pages through memory; bad requests get erro
 Deno.test("data: a since 5,000 back arrives whole, in frames of at most 32K plus one object", () =>
   withTempDir((dir) =>
     withServer(async (srv) => {
-      const a = await joinJson(srv.ws, "?room=r");
+      const a = await joinJson(srv, "?room=r");
       await sendMany(a, 6000, "x".repeat(60));
       const epoch = a.messages[0].epoch;
-      const b = await joinJson(srv.ws, `?room=r&since=1000&epoch=${epoch}`);
+      const b = await joinJson(srv, `?room=r&since=1000&epoch=${epoch}`);
       await b.waitFor(
         () => ofType(b, "message").length === 4900,
         "4900 messages after the welcome",
@@ -268,7 +258,7 @@ Deno.test("data: a file that cannot be used is one line and exit 1", () =>
       ["--port", "0", "--data", corrupt],
       DATA_FLAGS,
     );
-    const s = await joinJson(srv.ws);
+    const s = await joinJson(srv);
     await sendMany(s, 1, "m");
     await s.close();
     assert.equal((await srv.stop()).code, 0);
@@ -336,8 +326,8 @@ Deno.test("data: a write failure tells the sender and delivers nothing unstored"
 
 async function fullDisk(dir: string): Promise<void> {
   await withServer(async (srv) => {
-    const a = await joinJson(srv.ws, "?room=r&name=a");
-    const b = await joinJson(srv.ws, "?room=r&name=b");
+    const a = await joinJson(srv, "?room=r&name=a");
+    const b = await joinJson(srv, "?room=r&name=b");
     const plain = await connect(`${srv.ws}/ws?room=r&name=p`);
     a.send(JSON.stringify({ type: "message", text: "stored 1" }));
     await b.waitFor(() => ofType(b, "message").length === 1, "stored 1");
@@ -372,7 +362,7 @@ async function fullDisk(dir: string): Promise<void> {
       [[1, "stored 1"], [2, "stored 2"]],
     );
     assert.deepEqual(plain.lines, ["stored 1", PLAIN_NOT_STORED, "stored 2"]);
-    const c = await joinJson(srv.ws, "?room=r");
+    const c = await joinJson(srv, "?room=r");
     assert.deepEqual(
       (c.messages[0].history as Rec[]).map((m) => m.text),
       ["stored 1", "stored 2"],

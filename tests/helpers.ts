@@ -7,6 +7,7 @@
  */
 
 import { createHubbub, type Hubbub, type HubbubOptions } from "../mod.ts";
+import { type ChatRecord, JSON_SUBPROTOCOL } from "../protocol.ts";
 
 /** How long any single wait in a test may take before it fails. */
 export const WAIT_MS = 10_000;
@@ -217,6 +218,40 @@ export function connectMany(
 /** Closes every socket given, waiting for each close event. */
 export async function closeAll(sockets: TestSocket[]): Promise<void> {
   await Promise.all(sockets.map((s) => s.close()));
+}
+
+/**
+ * Opens a JSON-protocol client of `server` (in-process or a subprocess) at
+ * `/ws` + `query` and waits for its welcome.
+ */
+export async function joinJson(
+  server: { ws: string },
+  query = "",
+): Promise<TestSocket> {
+  const s = await connect(`${server.ws}/ws${query}`, JSON_SUBPROTOCOL);
+  await s.waitFor(() => s.lines.length > 0, "welcome");
+  return s;
+}
+
+/** The JSON-protocol messages of `type` that `s` received, in order. */
+export function ofType(
+  s: TestSocket,
+  type: string,
+): Record<string, unknown>[] {
+  return s.messages.filter((m) => m.type === type);
+}
+
+/** The whole numbers from `from` to `to`, both included: expected seqs. */
+export function range(from: number, to: number): number[] {
+  return Array.from({ length: to - from + 1 }, (_, i) => from + i);
+}
+
+/**
+ * A stored chat message with seq `seq` and text `text`, its time derived
+ * from the seq so that a store that mixed up rows would show it.
+ */
+export function rec(seq: number, text = `m${seq}`): ChatRecord {
+  return { seq, from: "a", time: seq * 1000, text };
 }
 
 /** The request line and headers of an upgrade, without any protocol offer. */

@@ -1,13 +1,6 @@
 import assert from "node:assert/strict";
 import { MemoryHistory, sliceAfter } from "../history.ts";
-import type { ChatRecord } from "../protocol.ts";
-
-const rec = (seq: number, text = `m${seq}`): ChatRecord => ({
-  seq,
-  from: "a",
-  time: 0,
-  text,
-});
+import { rec } from "./helpers.ts";
 
 Deno.test("history: keeps the last N per room", () => {
   const h = new MemoryHistory(3);

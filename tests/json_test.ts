@@ -5,9 +5,10 @@ import {
   closeAll,
   connect,
   connectMany,
+  joinJson,
+  ofType,
   rawHandshake,
   startServer,
-  type TestServer,
   type TestSocket,
   UPGRADE_HEADERS,
   within,
@@ -15,16 +16,6 @@ import {
 } from "./helpers.ts";
 
 type Msg = Record<string, unknown>;
-
-async function joinJson(srv: TestServer, query = ""): Promise<TestSocket> {
-  const s = await connect(`${srv.ws}/ws${query}`, JSON_SUBPROTOCOL);
-  await s.waitFor(() => s.lines.length > 0, "welcome");
-  return s;
-}
-
-function ofType(s: TestSocket, type: string): Msg[] {
-  return s.messages.filter((m) => m.type === type);
-}
 
 function waitType(s: TestSocket, type: string, n = 1): Promise<void> {
   return s.waitFor(() => ofType(s, type).length >= n, `${n} ${type}`);

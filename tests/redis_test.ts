@@ -14,6 +14,8 @@ import {
   closeAll,
   connect,
   connectMany,
+  joinJson,
+  range,
   spawnServer,
   startServer,
   type TestServer,
@@ -61,12 +63,6 @@ async function health(node: TestServer, status: string): Promise<void> {
 
 function linkUp(node: TestServer): Promise<void> {
   return health(node, "ok");
-}
-
-async function joinJson(node: TestServer, query: string): Promise<TestSocket> {
-  const s = await connect(`${node.ws}/ws${query}`, JSON_SUBPROTOCOL);
-  await s.waitFor(() => s.lines.length > 0, "welcome");
-  return s;
 }
 
 function chats(s: TestSocket): Msg[] {
@@ -359,10 +355,6 @@ test(
     await closeAll([ja, jb, pb]);
   }, { logger: outageLogger }),
 );
-
-function range(from: number, to: number): number[] {
-  return Array.from({ length: to - from + 1 }, (_, i) => from + i);
-}
 
 test(
   "redis: presence covers every instance; a leave reaches the others",

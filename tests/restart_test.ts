@@ -1,14 +1,12 @@
 import assert from "node:assert/strict";
-import { JSON_SUBPROTOCOL } from "../protocol.ts";
-import { connect, freePort, spawnServer, within } from "./helpers.ts";
+import { freePort, joinJson, spawnServer, within } from "./helpers.ts";
 
 Deno.test("kill -9 and restart without --data: a reconnect is told its since is void", async () => {
   const port = freePort();
   const first = await spawnServer(["--port", String(port)]);
   let epoch: unknown;
   try {
-    const a = await connect(`${first.ws}/ws?room=r`, JSON_SUBPROTOCOL);
-    await a.waitLines(1);
+    const a = await joinJson(first, "?room=r");
     epoch = a.messages[0].epoch;
     for (let i = 1; i <= 3; i++) {
       a.send(JSON.stringify({ type: "message", text: `old ${i}` }));
@@ -27,19 +25,14 @@ Deno.test("kill -9 and restart without --data: a reconnect is told its since is 
 
   const second = await spawnServer(["--port", String(port)]);
   try {
-    const writer = await connect(`${second.ws}/ws?room=r`, JSON_SUBPROTOCOL);
-    await writer.waitLines(1);
+    const writer = await joinJson(second, "?room=r");
     writer.send(JSON.stringify({ type: "message", text: "new 1" }));
     await writer.waitFor(
       () => writer.lines.some((l) => l.includes("new 1")),
       "new 1",
     );
     // The old client comes back with its last seq (3) and the old epoch.
-    const back = await connect(
-      `${second.ws}/ws?room=r&since=3&epoch=${epoch}`,
-      JSON_SUBPROTOCOL,
-    );
-    await back.waitLines(1);
+    const back = await joinJson(second, `?room=r&since=3&epoch=${epoch}`);
     const w = back.messages[0];
     assert.notEqual(w.epoch, epoch);
     assert.equal(w.gap, true);

@@ -10,7 +10,7 @@
  * @module
  */
 
-import { createRemoteJWKSet, errors, jwtVerify } from "jose";
+import type * as Jose from "jose";
 import type { JWTPayload, JWTVerifyGetKey, JWTVerifyOptions } from "jose";
 import type { Logger } from "./log.ts";
 import { MAX_NAME_LENGTH } from "./protocol.ts";
@@ -102,9 +102,15 @@ export interface Identity {
   rooms: readonly string[] | null;
 }
 
+/** jose, loaded, with the key lookup for the configured keys. */
+interface Verifier {
+  jose: typeof Jose;
+  getKey: JWTVerifyGetKey;
+}
+
 /** Verifies tokens against the configured keys and claims. */
 export class Auth {
-  readonly #getKey: JWTVerifyGetKey;
+  readonly #verifier: Promise<Verifier>;
   readonly #options: JWTVerifyOptions;
 
   /**
@@ -137,24 +143,14 @@ export class Auth {
         ["verify"],
       );
     }
-    let keySet: JWTVerifyGetKey | null = null;
-    if (options.jwtJwksUrl) {
-      algorithms.push("RS256", "ES256");
-      keySet = createRemoteJWKSet(new URL(options.jwtJwksUrl), {
-        timeoutDuration: JWKS_TIMEOUT_MS,
-        cooldownDuration: (options.jwtJwksCooldown ?? 30) * 1000,
-      });
-    }
-    this.#getKey = async (header, token) => {
-      if (header.alg === "HS256" && secret) return await secret;
-      if (!keySet) throw new errors.JOSEAlgNotAllowed("no key for this alg");
-      try {
-        return await keySet(header, token);
-      } catch (err) {
-        if (err instanceof errors.JWKSNoMatchingKey) throw err;
-        throw new KeysUnavailable(err);
-      }
-    };
+    if (options.jwtJwksUrl) algorithms.push("RS256", "ES256");
+    // Loaded only when auth is on, not imported by the module, which every
+    // server loads: jose added 6 MB to the RSS of an idle server that never
+    // verifies a token. A string literal, so that `deno compile` embeds it.
+    this.#verifier = import("jose").then((jose) => ({
+      jose,
+      getKey: keyLookup(jose, secret, options),
+    }));
     this.#options = {
       algorithms,
       clockTolerance: CLOCK_LEEWAY_SECONDS,
@@ -172,11 +168,12 @@ export class Auth {
     if (token === null || token === "") {
       return unauthorized("missing", "missing token");
     }
+    const { jose, getKey } = await this.#verifier;
     let payload: JWTPayload;
     try {
-      ({ payload } = await jwtVerify(token, this.#getKey, this.#options));
+      ({ payload } = await jose.jwtVerify(token, getKey, this.#options));
     } catch (err) {
-      return failureOf(err);
+      return failureOf(err, jose.errors);
     }
     // jose allows exp up to the leeway in the past; see CLOCK_LEEWAY_SECONDS.
     if (typeof payload.exp === "number" && payload.exp * 1000 <= Date.now()) {
@@ -234,6 +231,34 @@ export function isAuthFailure(
   return "reason" in value;
 }
 
+/**
+ * The key for a token's header: the HS256 secret (`secret`, imported as a
+ * key) or one from the key set at `jwtJwksUrl`, fetched by jose.
+ */
+function keyLookup(
+  jose: typeof Jose,
+  secret: Promise<CryptoKey> | null,
+  options: AuthOptions,
+): JWTVerifyGetKey {
+  const { errors } = jose;
+  const keySet = options.jwtJwksUrl
+    ? jose.createRemoteJWKSet(new URL(options.jwtJwksUrl), {
+      timeoutDuration: JWKS_TIMEOUT_MS,
+      cooldownDuration: (options.jwtJwksCooldown ?? 30) * 1000,
+    })
+    : null;
+  return async (header, token) => {
+    if (header.alg === "HS256" && secret) return await secret;
+    if (!keySet) throw new errors.JOSEAlgNotAllowed("no key for this alg");
+    try {
+      return await keySet(header, token);
+    } catch (err) {
+      if (err instanceof errors.JWKSNoMatchingKey) throw err;
+      throw new KeysUnavailable(err);
+    }
+  };
+}
+
 /** The key set could not be fetched or read: our problem, not the token's. */
 class KeysUnavailable extends Error {
   override name = "KeysUnavailable";
@@ -279,8 +304,8 @@ function displayName(raw: string): string {
   return raw.replace(CONTROL, "").trim().slice(0, MAX_NAME_LENGTH).trim();
 }
 
-/** Maps what jose threw to the refusal the client gets. */
-function failureOf(err: unknown): AuthFailure {
+/** Maps what jose threw (one of `errors`) to the refusal the client gets. */
+function failureOf(err: unknown, errors: typeof Jose.errors): AuthFailure {
   if (err instanceof KeysUnavailable) {
     return {
       status: 503,

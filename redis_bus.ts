@@ -18,7 +18,7 @@
  * @module
  */
 
-import { createClient } from "redis";
+import type { createClient } from "redis";
 import { type HistoryPage, newEpoch } from "./history.ts";
 import type { Hub, Member, MemberEvent, Relay } from "./hub.ts";
 import type { LogFields, Logger } from "./log.ts";
@@ -27,6 +27,7 @@ import { RelayWindow } from "./relay_window.ts";
 import {
   evalScript,
   PRESENCE_PREFIX,
+  type PresenceCommands,
   RedisPresence,
   type Script,
   script,
@@ -188,13 +189,31 @@ export interface RedisLinkState {
 
 type RedisClient = ReturnType<typeof createClient>;
 
+/** What a call made before the redis package is loaded gets. */
+function notLoaded(): Promise<never> {
+  return Promise.reject(new Error("redis link not up yet"));
+}
+
 /** The Redis relay of one instance: two connections and the rooms it follows. */
 export class RedisBus implements Relay {
   /** The hub's history store: the loaded rooms' newest records. */
   readonly window: RelayWindow;
   readonly #opts: RedisBusOptions;
-  readonly #cmd: RedisClient;
-  readonly #sub: RedisClient;
+  /** The command connection; null until the redis package is loaded. */
+  #cmd: RedisClient | null = null;
+  /** The subscriber connection; null until the redis package is loaded. */
+  #sub: RedisClient | null = null;
+  /**
+   * The command connection's calls, refused while it does not exist yet as
+   * they are while the link is down.
+   */
+  readonly #commands: PresenceCommands = {
+    eval: (source, options) => this.#cmd?.eval(source, options) ?? notLoaded(),
+    evalSha: (sha, options) => this.#cmd?.evalSha(sha, options) ?? notLoaded(),
+    hGetAll: (key) => this.#cmd?.hGetAll(key) ?? notLoaded(),
+  };
+  /** The redis package's load and the connections' creation. */
+  readonly #loading: Promise<void>;
   readonly #feeds = new Map<string, Feed>();
   readonly #presence: RedisPresence;
   #hub: Hub | null = null;
@@ -220,8 +239,36 @@ export class RedisBus implements Relay {
   constructor(opts: RedisBusOptions) {
     this.#opts = opts;
     this.window = new RelayWindow(opts.history);
+    // Loaded here rather than imported by the module, which every server
+    // loads: the redis package added 30 MB to the RSS of an idle server that
+    // never uses it. Until it is loaded the link is simply not up yet. A
+    // string literal, so that `deno compile` still embeds the package.
+    this.#loading = import("redis").then(
+      ({ createClient }) => this.#connect(createClient),
+      (err) => {
+        opts.logger.log("error", "redis package not loaded", {
+          error: String(err),
+        });
+      },
+    );
+    this.#presence = new RedisPresence(this.#commands, {
+      ttlMs: opts.presenceTtlMs,
+      warn: (msg, fields) => this.#warn(msg, fields),
+      channelOf,
+      onRemote: (room, event) => this.#hub?.remote(room, event),
+    });
+    this.#ticker = setInterval(this.#tick, CATCH_UP_MS);
+    this.#presenceTicker = setInterval(
+      this.#presenceTick,
+      opts.presenceTtlMs / 3,
+    );
+  }
+
+  /** Creates both connections and starts connecting them, unless closed. */
+  #connect(create: typeof createClient): void {
+    if (this.#closed) return;
     const options = {
-      url: opts.url,
+      url: this.#opts.url,
       // Refused at once while the link is down, so that a sender is told
       // instead of its message waiting for a Redis that may never return.
       disableOfflineQueue: true,
@@ -235,29 +282,20 @@ export class RedisBus implements Relay {
           Math.floor(Math.random() * 100),
       },
     };
-    this.#cmd = createClient(options);
-    this.#sub = createClient(options);
-    this.#watch(this.#cmd);
-    this.#watch(this.#sub);
-    this.#connecting = [this.#cmd, this.#sub].map((client) =>
+    const cmd: RedisClient = create(options);
+    const sub: RedisClient = create(options);
+    this.#cmd = cmd;
+    this.#sub = sub;
+    this.#watch(cmd);
+    this.#watch(sub);
+    this.#connecting = [cmd, sub].map((client) =>
       client.connect().then(() => {}, (err) => {
         if (!this.#closed) {
-          opts.logger.log("error", "redis connect failed", {
+          this.#opts.logger.log("error", "redis connect failed", {
             error: String(err),
           });
         }
       })
-    );
-    this.#presence = new RedisPresence(this.#cmd, {
-      ttlMs: opts.presenceTtlMs,
-      warn: (msg, fields) => this.#warn(msg, fields),
-      channelOf,
-      onRemote: (room, event) => this.#hub?.remote(room, event),
-    });
-    this.#ticker = setInterval(this.#tick, CATCH_UP_MS);
-    this.#presenceTicker = setInterval(
-      this.#presenceTick,
-      opts.presenceTtlMs / 3,
     );
   }
 
@@ -358,7 +396,7 @@ export class RedisBus implements Relay {
     this.#presence.drop(room);
     // When this fails the link is down; the stale subscription the client
     // may restore only brings messages for a room no feed wants, ignored.
-    this.#sub.unsubscribe(channelOf(room), feed.listener).catch(() => {});
+    this.#sub?.unsubscribe(channelOf(room), feed.listener).catch(() => {});
   }
 
   /**
@@ -393,7 +431,10 @@ export class RedisBus implements Relay {
     for (const wake of this.#upWaiters) wake();
     this.#upWaiters = [];
     this.#feeds.clear();
+    // Connections are made when the package is loaded, unless closed by then.
+    await this.#loading;
     await Promise.all([this.#cmd, this.#sub].map(async (client) => {
+      if (!client) return;
       if (client.isReady) {
         await client.close();
       } else if (client.isOpen) {
@@ -424,7 +465,8 @@ export class RedisBus implements Relay {
       await this.#whenUp();
       // Subscribed first: what is published during the read is held, and
       // the read's seq says which of it is new.
-      await this.#sub.subscribe(channelOf(feed.room), feed.listener);
+      await (this.#sub?.subscribe(channelOf(feed.room), feed.listener) ??
+        notLoaded());
       const [r] = await Promise.all([
         this.#read(feed.room, "tail", this.#opts.history),
         this.#presence.load(feed.room),
@@ -443,7 +485,7 @@ export class RedisBus implements Relay {
       });
       if (this.#feeds.get(feed.room) === feed) {
         this.#feeds.delete(feed.room);
-        this.#sub.unsubscribe(channelOf(feed.room), feed.listener).catch(
+        this.#sub?.unsubscribe(channelOf(feed.room), feed.listener).catch(
           () => {}, // as in vacated: the link is down
         );
       }
@@ -623,7 +665,7 @@ export class RedisBus implements Relay {
 
   /** Runs `s` on the room's keys ({@link evalScript}). */
   #eval(s: Script, room: string, args: string[]): Promise<unknown> {
-    return evalScript(this.#cmd, s, {
+    return evalScript(this.#commands, s, {
       keys: [metaKey(room), streamKey(room)],
       arguments: args,
     });
@@ -675,7 +717,7 @@ export class RedisBus implements Relay {
 
   /** Logs the link's state when it changed; `error` says why it failed. */
   #noteLink(error?: string): void {
-    const up = this.#cmd.isReady && this.#sub.isReady;
+    const up = this.#cmd?.isReady === true && this.#sub?.isReady === true;
     if ((up === this.#up && this.#told) || this.#closed) return;
     // While the two connections first come up, down is not news.
     if (!this.#told && !up && error === undefined) return;

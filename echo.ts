@@ -45,9 +45,7 @@ export function serveEcho(
       : data.byteLength;
     if (bytes > limits.maxEchoBytes) {
       tracking.closeSocket(socket, 1009, "message too big");
-    } else if (
-      inFlight.pinned(socket.bufferedAmount) > limits.maxBufferedBytes
-    ) {
+    } else if (inFlight.exceeds(socket, limits.maxBufferedBytes)) {
       tracking.evictSocket(
         socket,
         "slow_consumer",

@@ -973,8 +973,7 @@ export class Hub {
     // the limit plus one visit's frames.
     // Payload and Deno's per-frame overhead: frames of 64 bytes queued one
     // per visit pinned seven times the limit by payload alone.
-    const pinned = member.inFlight.pinned(socket.bufferedAmount);
-    if (pinned > this.#opts.maxBufferedBytes) {
+    if (member.inFlight.exceeds(socket, this.#opts.maxBufferedBytes)) {
       this.evict(member, "slow_consumer", 1008, "slow consumer");
       return 0;
     }

@@ -7,6 +7,13 @@
  * payload plus {@link FRAME_OVERHEAD} per queued frame keeps what an evicted
  * peer pins near the limit whatever the frame size.
  *
+ * Reading `bufferedAmount` is a native call; made before every send it was
+ * one of the two calls a delivery cost. Between readings, what was sent
+ * since the last one bounds the queue from above, so the socket is read only
+ * when that bound could pass the limit: a reader that keeps up is read about
+ * once in {@link MAX_UNREAD_BATCHES} sends, a slow one before every send as
+ * before, and every eviction decision is the one a reading would give.
+ *
  * @module
  */
 
@@ -18,6 +25,13 @@
 export const FRAME_OVERHEAD = 1024;
 
 /**
+ * Batches recorded between two readings of `bufferedAmount` at most: keeps
+ * the records a reader that keeps up leaves behind short (they are dropped
+ * only at a reading), at one native call per this many sends.
+ */
+export const MAX_UNREAD_BATCHES = 64;
+
+/**
  * The frames a socket was sent that may still be queued: one record per
  * send call batch (a hub visit, an echo), each with the running total of
  * payload bytes at its end. Given `bufferedAmount`, every batch whose end is
@@ -27,6 +41,8 @@ export const FRAME_OVERHEAD = 1024;
 export class InFlight {
   /** Payload bytes ever sent. */
   #sent = 0;
+  /** Payload bytes known written at the last reading of `bufferedAmount`. */
+  #written = 0;
   /** Running total at the end of each batch not yet known written. */
   #ends: number[] = [];
   /** Frames in each of those batches. */
@@ -47,6 +63,7 @@ export class InFlight {
   /** Frames that may still be queued when `buffered` bytes are unsent. */
   frames(buffered: number): number {
     const written = this.#sent - buffered;
+    this.#written = written;
     while (
       this.#head < this.#ends.length && this.#ends[this.#head] <= written
     ) {
@@ -69,5 +86,18 @@ export class InFlight {
   /** Memory the socket's queue holds when `buffered` bytes are unsent. */
   pinned(buffered: number): number {
     return buffered + this.frames(buffered) * FRAME_OVERHEAD;
+  }
+
+  /**
+   * Whether `socket`'s queue holds more than `limit` bytes, by
+   * {@link pinned}. Its `bufferedAmount` is read only when the bytes and
+   * frames sent since the last reading could be over `limit` (nothing
+   * written since), or after {@link MAX_UNREAD_BATCHES} batches.
+   */
+  exceeds(socket: { readonly bufferedAmount: number }, limit: number): boolean {
+    const unread = this.#ends.length - this.#head;
+    const bound = this.#sent - this.#written + this.#queued * FRAME_OVERHEAD;
+    if (unread < MAX_UNREAD_BATCHES && bound <= limit) return false;
+    return this.pinned(socket.bufferedAmount) > limit;
   }
 }

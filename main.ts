@@ -7,7 +7,6 @@
  */
 
 import { type Config, ConfigError, parseConfig } from "./config.ts";
-import { runConnect } from "./connect.ts";
 import { DataFileError } from "./history_db.ts";
 import { createLogger } from "./log.ts";
 import { createHubbub } from "./mod.ts";
@@ -67,7 +66,12 @@ function readEnv(name: string): string | undefined {
  */
 export async function main(args: string[]): Promise<number> {
   const argv = args[0] === "--" ? args.slice(1) : args;
-  if (argv[0] === "connect") return await runConnect(argv.slice(1));
+  if (argv[0] === "connect") {
+    // Loaded only for the client: its terminal handling (node:readline)
+    // added about 1.5 MB to the RSS of every idle server.
+    const { runConnect } = await import("./connect.ts");
+    return await runConnect(argv.slice(1));
+  }
   let parsed;
   try {
     parsed = parseConfig(args, readEnv);

@@ -19,11 +19,9 @@
 
 import { Auth, type AuthOptions } from "./auth.ts";
 import { Client, type ClientContext, type ClientLimits } from "./client.ts";
-import { DurableHistory } from "./durable_history.ts";
 import { ClosingSockets } from "./closing.ts";
 import type { InFlight } from "./inflight.ts";
 import { FAVICON, FAVICON_CACHE, FAVICON_TYPE } from "./favicon.ts";
-import { type HistoryStore, MemoryHistory } from "./history.ts";
 import type { DataSync } from "./history_db.ts";
 import { Hub } from "./hub.ts";
 import { type Logger, silentLogger } from "./log.ts";
@@ -40,7 +38,7 @@ import {
 import { AddressCounts, clientAddress } from "./addresses.ts";
 import { LoadGuard } from "./guard.ts";
 import { checkName } from "./protocol.ts";
-import { RedisBus } from "./redis_bus.ts";
+import { openStorage } from "./storage.ts";
 import page from "./static/home.html" with { type: "text" };
 
 /**
@@ -189,33 +187,7 @@ export function createHubbub(options: HubbubOptions = {}): Hubbub {
   const logger = options.logger ?? silentLogger;
   useVectoredWrites(logger);
   const metrics = new Metrics();
-  if (options.redis && options.data) {
-    // With Redis, history lives in Redis; a file here would be a second,
-    // diverging copy of it.
-    throw new TypeError("redis and data cannot be used together");
-  }
-  const bus = options.redis
-    ? new RedisBus({
-      url: options.redis,
-      history: options.history ?? 100,
-      historyMax: options.historyMax ?? 10000,
-      presenceTtlMs: (options.redisPresenceTtl ?? 15) * 1000,
-      logger,
-      accepted: () => metrics.messagesReceived++,
-    })
-    : null;
-  // Throws DataFileError when the data file cannot be used.
-  const history: HistoryStore = bus?.window ??
-    (options.data
-      ? new DurableHistory({
-        path: options.data,
-        window: options.history ?? 100,
-        max: options.historyMax ?? 10000,
-        sync: options.dataSync ?? "normal",
-        logger,
-        metrics,
-      })
-      : new MemoryHistory(options.history ?? 100));
+  const { history, bus } = openStorage(options, logger, metrics);
   const maxBufferedBytes = options.maxBufferedBytes ?? 1 << 20;
   const hub = new Hub({
     maxBufferedBytes,

@@ -19,13 +19,12 @@
 
 import { Auth, type AuthOptions } from "./auth.ts";
 import { Client, type ClientContext, type ClientLimits } from "./client.ts";
-import { ClosingSockets } from "./closing.ts";
-import type { InFlight } from "./inflight.ts";
+import { Connections } from "./connections.ts";
 import { FAVICON, FAVICON_CACHE, FAVICON_TYPE } from "./favicon.ts";
 import type { DataSync } from "./history_db.ts";
 import { Hub } from "./hub.ts";
 import { type Logger, silentLogger } from "./log.ts";
-import { type EvictionReason, Metrics } from "./metrics.ts";
+import { Metrics } from "./metrics.ts";
 import { serveEcho } from "./echo.ts";
 import { TokenLifetimes } from "./expiry.ts";
 import {
@@ -35,7 +34,7 @@ import {
   Gate,
   refusal,
 } from "./gate.ts";
-import { AddressCounts, clientAddress } from "./addresses.ts";
+import { clientAddress } from "./addresses.ts";
 import { LoadGuard } from "./guard.ts";
 import { checkName } from "./protocol.ts";
 import { openStorage } from "./storage.ts";
@@ -142,7 +141,6 @@ const HTML_HEADERS = {
   ].join("; "),
 };
 const PAGE_BYTES = new TextEncoder().encode(page);
-const GOING_AWAY = 1001;
 
 /**
  * Default of `--max-connections-per-ip`: a tenth of the default
@@ -159,7 +157,6 @@ const DEFAULT_MAX_CONNECTIONS_PER_IP = 1000;
  * that no reader is taking.
  */
 const DEFAULT_MAX_EVICTED_BYTES = 256 * 1024 * 1024;
-const ABNORMAL_CLOSURE = 1006;
 
 /**
  * Deno's server WebSocket copies every frame into a per-socket buffer that
@@ -201,77 +198,23 @@ export function createHubbub(options: HubbubOptions = {}): Hubbub {
     rateLimit: options.rateLimit ?? 20,
     rateBurst: options.rateBurst ?? 40,
   };
-  /** Every open socket, chat and echo, for the connection cap and shutdown. */
-  const sockets = new Set<WebSocket>();
   let closing = false;
   let guestNumber = 0;
 
-  /**
-   * Sockets the server gave up on, until Deno releases them
-   * (denoland/deno#27924): still in `sockets`, so they count against the
-   * cap, but not among those served.
-   */
-  const departing = new ClosingSockets();
-
-  /** Idempotent: Deno may dispatch close more than once. */
-  function untrack(socket: WebSocket, code: number): void {
-    if (!sockets.delete(socket)) return;
-    departing.released(socket);
-    addresses.remove(socket);
-    lifetimes.forget(socket);
-    // Deno reports a connection that ended without a close frame (a TCP
-    // drop) as code 0; RFC 6455 and every client call that 1006.
-    metrics.closed(code === 0 ? ABNORMAL_CLOSURE : code);
-  }
-
-  /**
-   * Closes a socket the server is done with (a protocol violation, an
-   * expired token, a refusal by the relay), once that is safe (closing.ts).
-   */
-  function closeSocket(
-    socket: WebSocket,
-    code: number,
-    text: string,
-    inFlight: InFlight | null = null,
-  ): void {
-    departing.close(socket, code, text, inFlight);
-  }
-
-  /** A frame from a socket being let go: dropped unread, but noted. */
-  function discard(socket: WebSocket): void {
-    metrics.evictedFramesDiscarded++;
-    departing.input(socket);
-  }
-
-  /** The one way chat and echo sockets are evicted: counted, logged, closed. */
-  function evictSocket(
-    socket: WebSocket,
-    reason: EvictionReason,
-    code: number,
-    text: string,
-    client?: number,
-    inFlight: InFlight | null = null,
-  ): void {
-    metrics.evicted(reason);
-    const buffered = socket.bufferedAmount;
-    logger.log("warn", "client evicted", {
-      reason,
-      code,
-      buffered,
-      ...(inFlight ? { pinned: inFlight.pinned(buffered) } : {}),
-      ...(client === undefined ? {} : { client }),
-    });
-    closeSocket(socket, code, text, inFlight);
-  }
-
-  /** Sockets being served: held, less those being let go. */
-  const served = () => sockets.size - departing.size;
-
+  const connections = new Connections({
+    metrics,
+    logger,
+    released: (socket) => lifetimes.forget(socket),
+  });
   const auth = Auth.fromOptions(options, logger);
   // An expired token's socket leaves through closeSocket like any other the
   // server gives up on: counted among those being let go until Deno
   // releases it, never closed behind a queue its peer does not read.
-  const lifetimes = new TokenLifetimes(auth, logger, closeSocket);
+  const lifetimes = new TokenLifetimes(
+    auth,
+    logger,
+    (socket, code, text) => connections.closeSocket(socket, code, text),
+  );
 
   function refreshToken(client: Client, token: string): void {
     lifetimes.refresh({
@@ -287,18 +230,16 @@ export function createHubbub(options: HubbubOptions = {}): Hubbub {
     metrics,
     logger,
     limits,
-    untrack,
-    evictSocket,
-    closeSocket,
-    discard,
-    departing: (socket: WebSocket) => departing.has(socket),
+    untrack: connections.untrack.bind(connections),
+    evictSocket: connections.evictSocket.bind(connections),
+    closeSocket: connections.closeSocket.bind(connections),
+    discard: connections.discard.bind(connections),
+    departing: connections.departing.bind(connections),
     refreshToken,
   };
-  /** Sockets held per client address, evicted ones included. */
-  const addresses = new AddressCounts();
   const guard = new LoadGuard({
     maxEvictedBytes: options.maxEvictedBytes ?? DEFAULT_MAX_EVICTED_BYTES,
-    evictedBytes: () => departing.pinnedBytes(),
+    evictedBytes: () => connections.pinnedBytes(),
     maxMemory: options.maxMemory ?? 0,
     logger,
   });
@@ -307,12 +248,12 @@ export function createHubbub(options: HubbubOptions = {}): Hubbub {
     maxConnections,
     maxConnectionsPerIp: options.maxConnectionsPerIp ??
       DEFAULT_MAX_CONNECTIONS_PER_IP,
-    connectionsFrom: (address) => addresses.count(address),
+    connectionsFrom: (address) => connections.heldBy(address),
     shed: () => guard.refusal(),
     metrics,
     auth,
     logger,
-    connections: () => sockets.size,
+    connections: () => connections.size,
     closing: () => closing,
   });
 
@@ -333,8 +274,7 @@ export function createHubbub(options: HubbubOptions = {}): Hubbub {
     if (protocol !== null) {
       upgraded.response.headers.set("sec-websocket-protocol", protocol);
     }
-    sockets.add(upgraded.socket);
-    addresses.add(upgraded.socket, address);
+    connections.hold(upgraded.socket, address);
     return upgraded;
   }
 
@@ -380,7 +320,7 @@ export function createHubbub(options: HubbubOptions = {}): Hubbub {
     address: string | null,
   ): Response {
     const { socket, response } = upgrade(req, admitted.protocol, address);
-    serveEcho(socket, { maxEchoBytes, maxBufferedBytes }, ctx);
+    serveEcho(socket, { maxEchoBytes, maxBufferedBytes }, connections);
     lifetimes.watch(socket, admitted.identity);
     return response;
   }
@@ -439,9 +379,9 @@ export function createHubbub(options: HubbubOptions = {}): Hubbub {
         return readOnly(req, () =>
           new Response(
             metrics.render({
-              connections: served(),
-              evictedUnclosed: departing.size,
-              evictedBytes: departing.pinnedBytes(),
+              connections: connections.served,
+              evictedUnclosed: connections.unreleased,
+              evictedBytes: connections.pinnedBytes(),
               rooms: hub.roomCount,
               historyMessages: history.size(),
               historyStored: history.stored(),
@@ -466,7 +406,7 @@ export function createHubbub(options: HubbubOptions = {}): Hubbub {
     const degraded = bus !== null && !bus.state.up;
     return Response.json({
       status: closing ? "stopping" : degraded ? "degraded" : "ok",
-      connections: served(),
+      connections: connections.served,
       rooms: hub.roomCount,
       uptime: Math.round(metrics.uptimeSeconds() * 1000) / 1000,
       ...(bus ? { redis: bus.state.up ? "up" : "down" } : {}),
@@ -476,26 +416,13 @@ export function createHubbub(options: HubbubOptions = {}): Hubbub {
   async function close(timeoutMs = 5000): Promise<void> {
     closing = true;
     lifetimes.stop();
-    const open = [...sockets];
-    for (const socket of open) {
-      if (socket.readyState === WebSocket.OPEN) {
-        socket.close(GOING_AWAY, "server shutting down");
-      }
-    }
+    connections.closeAll();
     for (const member of hub.members()) hub.leave(member);
     hub.stop();
     history.close();
-    departing.stop();
+    connections.stop();
     await bus?.close();
-    const deadline = Date.now() + timeoutMs;
-    while (sockets.size > 0 && Date.now() < deadline) {
-      await new Promise((resolve) => setTimeout(resolve, 20));
-    }
-    if (sockets.size > 0) {
-      logger.log("warn", "sockets still open at shutdown", {
-        open: sockets.size,
-      });
-    }
+    await connections.allReleased(timeoutMs);
   }
 
   return { handler, close, metrics };

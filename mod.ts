@@ -18,25 +18,18 @@
  */
 
 import { Auth, type AuthOptions } from "./auth.ts";
-import { Client, type ClientContext, type ClientLimits } from "./client.ts";
+import type { ClientLimits } from "./client.ts";
 import { Connections } from "./connections.ts";
 import { FAVICON, FAVICON_CACHE, FAVICON_TYPE } from "./favicon.ts";
 import type { DataSync } from "./history_db.ts";
 import { Hub } from "./hub.ts";
 import { type Logger, silentLogger } from "./log.ts";
 import { Metrics } from "./metrics.ts";
-import { serveEcho } from "./echo.ts";
 import { TokenLifetimes } from "./expiry.ts";
-import {
-  type Admitted,
-  type ChatAdmission,
-  type EchoAdmission,
-  Gate,
-  refusal,
-} from "./gate.ts";
+import { Gate, refusal } from "./gate.ts";
 import { clientAddress } from "./addresses.ts";
 import { LoadGuard } from "./guard.ts";
-import { checkName } from "./protocol.ts";
+import { Opener } from "./opening.ts";
 import { openStorage } from "./storage.ts";
 import page from "./static/home.html" with { type: "text" };
 
@@ -199,7 +192,6 @@ export function createHubbub(options: HubbubOptions = {}): Hubbub {
     rateBurst: options.rateBurst ?? 40,
   };
   let closing = false;
-  let guestNumber = 0;
 
   const connections = new Connections({
     metrics,
@@ -216,27 +208,6 @@ export function createHubbub(options: HubbubOptions = {}): Hubbub {
     (socket, code, text) => connections.closeSocket(socket, code, text),
   );
 
-  function refreshToken(client: Client, token: string): void {
-    lifetimes.refresh({
-      socket: client.socket,
-      user: client.user,
-      roomName: () => client.room?.name ?? null,
-      refuse: (message) => hub.sendError(client, "bad_token", message),
-    }, token);
-  }
-
-  const ctx: ClientContext = {
-    hub,
-    metrics,
-    logger,
-    limits,
-    untrack: connections.untrack.bind(connections),
-    evictSocket: connections.evictSocket.bind(connections),
-    closeSocket: connections.closeSocket.bind(connections),
-    discard: connections.discard.bind(connections),
-    departing: connections.departing.bind(connections),
-    refreshToken,
-  };
   const guard = new LoadGuard({
     maxEvictedBytes: options.maxEvictedBytes ?? DEFAULT_MAX_EVICTED_BYTES,
     evictedBytes: () => connections.pinnedBytes(),
@@ -257,73 +228,16 @@ export function createHubbub(options: HubbubOptions = {}): Hubbub {
     closing: () => closing,
   });
 
-  /**
-   * Upgrades an admitted request and holds its socket, counted against
-   * `address`. Without Deno's `protocol` option: it checks the choice
-   * against its own split of the offer on ", " and throws (a 500) on
-   * `chat,hubbub.v1`, as npm `ws` writes it. The gate read the offer as the
-   * HTTP list it is and chose (never a `bearer.<JWT>` entry); the answer
-   * header is the whole of choosing a subprotocol.
-   */
-  function upgrade(
-    req: Request,
-    protocol: string | null,
-    address: string | null,
-  ): { socket: WebSocket; response: Response } {
-    const upgraded = Deno.upgradeWebSocket(req, { idleTimeout });
-    if (protocol !== null) {
-      upgraded.response.headers.set("sec-websocket-protocol", protocol);
-    }
-    connections.hold(upgraded.socket, address);
-    return upgraded;
-  }
-
-  /** Opens what the gate admitted, once its token is verified if need be. */
-  function admit<T>(
-    admitted: Admitted<T>,
-    open: (admission: T) => Response,
-  ): Response | Promise<Response> {
-    const settle = (a: T | Response) => a instanceof Response ? a : open(a);
-    return admitted instanceof Promise
-      ? admitted.then(settle)
-      : settle(admitted);
-  }
-
-  function openChat(
-    req: Request,
-    admitted: ChatAdmission,
-    address: string | null,
-  ): Response {
-    const { socket, response } = upgrade(req, admitted.protocol, address);
-    const { room, since, epoch, identity } = admitted;
-    let name: string;
-    if (identity) {
-      name = identity.name;
-    } else {
-      const requested = checkName(admitted.name ?? "");
-      name = "name" in requested ? requested.name : `guest-${++guestNumber}`;
-    }
-    const user = identity?.user;
-    const client = new Client(
-      socket,
-      admitted.json,
-      { room, name, since, epoch, user },
-      ctx,
-    );
-    lifetimes.watch(socket, identity, () => hub.leave(client));
-    return response;
-  }
-
-  function openEcho(
-    req: Request,
-    admitted: EchoAdmission,
-    address: string | null,
-  ): Response {
-    const { socket, response } = upgrade(req, admitted.protocol, address);
-    serveEcho(socket, { maxEchoBytes, maxBufferedBytes }, connections);
-    lifetimes.watch(socket, admitted.identity);
-    return response;
-  }
+  const opener = new Opener({
+    idleTimeout,
+    limits,
+    echo: { maxEchoBytes, maxBufferedBytes },
+    hub,
+    metrics,
+    logger,
+    connections,
+    lifetimes,
+  });
 
   function handler(
     req: Request,
@@ -359,17 +273,11 @@ export function createHubbub(options: HubbubOptions = {}): Hubbub {
           }));
       case "/ws": {
         const address = clientAddress(req, info?.remoteAddr, trustProxy);
-        return admit(
-          gate.chat(req, url, address),
-          (a) => openChat(req, a, address),
-        );
+        return opener.chat(req, gate.chat(req, url, address), address);
       }
       case "/echo": {
         const address = clientAddress(req, info?.remoteAddr, trustProxy);
-        return admit(
-          gate.echo(req, url, address),
-          (a) => openEcho(req, a, address),
-        );
+        return opener.echo(req, gate.echo(req, url, address), address);
       }
       case "/auth":
         return readOnly(req, () => gate.authCheck(req, url));

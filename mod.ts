@@ -18,20 +18,17 @@
  */
 
 import { Auth, type AuthOptions } from "./auth.ts";
-import type { ClientLimits } from "./client.ts";
 import { Connections } from "./connections.ts";
-import { FAVICON, FAVICON_CACHE, FAVICON_TYPE } from "./favicon.ts";
 import type { DataSync } from "./history_db.ts";
 import { Hub } from "./hub.ts";
 import { type Logger, silentLogger } from "./log.ts";
 import { Metrics } from "./metrics.ts";
 import { TokenLifetimes } from "./expiry.ts";
-import { Gate, refusal } from "./gate.ts";
-import { clientAddress } from "./addresses.ts";
+import { Gate } from "./gate.ts";
 import { LoadGuard } from "./guard.ts";
 import { Opener } from "./opening.ts";
+import { createHandler } from "./routes.ts";
 import { openStorage } from "./storage.ts";
-import page from "./static/home.html" with { type: "text" };
 
 /**
  * Settings of an instance; every field has the command line's default.
@@ -115,27 +112,6 @@ export interface Hubbub {
 }
 
 /**
- * Headers of the page. The policy is defence in depth on top of rendering
- * chat text with textContent: only the page's own inline script runs (by
- * hash), and it may connect only to its own origin.
- */
-const HTML_HEADERS = {
-  "content-type": "text/html; charset=utf-8",
-  "x-content-type-options": "nosniff",
-  "content-security-policy": [
-    "default-src 'none'",
-    `script-src '${await inlineScriptHash(page)}'`,
-    "style-src 'unsafe-inline'",
-    "connect-src 'self'",
-    "img-src 'self'",
-    "base-uri 'none'",
-    "form-action 'none'",
-    "frame-ancestors 'none'",
-  ].join("; "),
-};
-const PAGE_BYTES = new TextEncoder().encode(page);
-
-/**
  * Default of `--max-connections-per-ip`: a tenth of the default
  * `--max-connections`, so that one address cannot lock everyone else out
  * (50 never-reading peers from one address filled a cap of 50), while a
@@ -168,12 +144,6 @@ const VECTORED_WRITES_ENV = "DENO_USE_WRITEV";
  * @throws {DataFileError} when `data` names a file that cannot be used.
  */
 export function createHubbub(options: HubbubOptions = {}): Hubbub {
-  const base = (options.basePath ?? "").replace(/\/+$/, "");
-  const maxEchoBytes = options.maxEchoBytes ?? 1 << 20;
-  const idleTimeout = options.idleTimeout ?? 60;
-  const maxConnections = options.maxConnections ?? 10000;
-  const trustProxy = options.trustProxy ?? false;
-  const allowOrigin = options.allowOrigin ?? [];
   const logger = options.logger ?? silentLogger;
   useVectoredWrites(logger);
   const metrics = new Metrics();
@@ -186,11 +156,7 @@ export function createHubbub(options: HubbubOptions = {}): Hubbub {
     ...(bus ? { relay: bus } : {}),
   });
   bus?.attach(hub);
-  const limits: ClientLimits = {
-    maxMessageBytes: options.maxMessageBytes ?? 16 << 10,
-    rateLimit: options.rateLimit ?? 20,
-    rateBurst: options.rateBurst ?? 40,
-  };
+  /** Set once by `close()`: the gate refuses upgrades from then on. */
   let closing = false;
 
   const connections = new Connections({
@@ -207,7 +173,6 @@ export function createHubbub(options: HubbubOptions = {}): Hubbub {
     logger,
     (socket, code, text) => connections.closeSocket(socket, code, text),
   );
-
   const guard = new LoadGuard({
     maxEvictedBytes: options.maxEvictedBytes ?? DEFAULT_MAX_EVICTED_BYTES,
     evictedBytes: () => connections.pinnedBytes(),
@@ -215,8 +180,8 @@ export function createHubbub(options: HubbubOptions = {}): Hubbub {
     logger,
   });
   const gate = new Gate({
-    allowOrigin,
-    maxConnections,
+    allowOrigin: options.allowOrigin ?? [],
+    maxConnections: options.maxConnections ?? 10000,
     maxConnectionsPerIp: options.maxConnectionsPerIp ??
       DEFAULT_MAX_CONNECTIONS_PER_IP,
     connectionsFrom: (address) => connections.heldBy(address),
@@ -227,99 +192,32 @@ export function createHubbub(options: HubbubOptions = {}): Hubbub {
     connections: () => connections.size,
     closing: () => closing,
   });
-
   const opener = new Opener({
-    idleTimeout,
-    limits,
-    echo: { maxEchoBytes, maxBufferedBytes },
+    idleTimeout: options.idleTimeout ?? 60,
+    limits: {
+      maxMessageBytes: options.maxMessageBytes ?? 16 << 10,
+      rateLimit: options.rateLimit ?? 20,
+      rateBurst: options.rateBurst ?? 40,
+    },
+    echo: { maxEchoBytes: options.maxEchoBytes ?? 1 << 20, maxBufferedBytes },
     hub,
     metrics,
     logger,
     connections,
     lifetimes,
   });
-
-  function handler(
-    req: Request,
-    info?: Deno.ServeHandlerInfo,
-  ): Response | Promise<Response> {
-    const url = new URL(req.url);
-    if (!url.pathname.startsWith(base)) return refusal(404, "not found");
-    const path = url.pathname.slice(base.length);
-    switch (path) {
-      case "":
-        return new Response(null, {
-          status: 308,
-          headers: { location: base + "/" + url.search },
-        });
-      case "/":
-        return readOnly(
-          req,
-          () =>
-            new Response(PAGE_BYTES, {
-              headers: {
-                ...HTML_HEADERS,
-                "content-length": String(PAGE_BYTES.byteLength),
-              },
-            }),
-        );
-      case "/favicon.ico":
-        return readOnly(req, () =>
-          new Response(FAVICON, {
-            headers: {
-              "content-type": FAVICON_TYPE,
-              "cache-control": FAVICON_CACHE,
-            },
-          }));
-      case "/ws": {
-        const address = clientAddress(req, info?.remoteAddr, trustProxy);
-        return opener.chat(req, gate.chat(req, url, address), address);
-      }
-      case "/echo": {
-        const address = clientAddress(req, info?.remoteAddr, trustProxy);
-        return opener.echo(req, gate.echo(req, url, address), address);
-      }
-      case "/auth":
-        return readOnly(req, () => gate.authCheck(req, url));
-      case "/healthz":
-        return readOnly(req, health);
-      case "/metrics":
-        return readOnly(req, () =>
-          new Response(
-            metrics.render({
-              connections: connections.served,
-              evictedUnclosed: connections.unreleased,
-              evictedBytes: connections.pinnedBytes(),
-              rooms: hub.roomCount,
-              historyMessages: history.size(),
-              historyStored: history.stored(),
-              ...(bus ? { redis: bus.state } : {}),
-            }),
-            {
-              headers: {
-                "content-type": "text/plain; version=0.0.4; charset=utf-8",
-              },
-            },
-          ));
-      default:
-        return refusal(404, "not found");
-    }
-  }
-
-  /**
-   * With Redis unreachable the instance is `degraded`, answered 503 so that
-   * a load balancer sends new clients to an instance that can deliver.
-   */
-  function health(): Response {
-    const degraded = bus !== null && !bus.state.up;
-    return Response.json({
-      status: closing ? "stopping" : degraded ? "degraded" : "ok",
-      connections: connections.served,
-      rooms: hub.roomCount,
-      uptime: Math.round(metrics.uptimeSeconds() * 1000) / 1000,
-      ...(bus ? { redis: bus.state.up ? "up" : "down" } : {}),
-    }, { status: degraded && !closing ? 503 : 200 });
-  }
+  const handler = createHandler({
+    basePath: options.basePath ?? "",
+    trustProxy: options.trustProxy ?? false,
+    gate,
+    opener,
+    hub,
+    history,
+    bus,
+    metrics,
+    connections,
+    closing: () => closing,
+  });
 
   async function close(timeoutMs = 5000): Promise<void> {
     closing = true;
@@ -357,41 +255,4 @@ function useVectoredWrites(logger: Logger): void {
   if (Deno.env.get(VECTORED_WRITES_ENV) === undefined) {
     Deno.env.set(VECTORED_WRITES_ENV, "1");
   }
-}
-
-/** GET and HEAD only; anything else is 405 with the `Allow` header. */
-function readOnly(
-  req: Request,
-  answer: () => Response | Promise<Response>,
-): Response | Promise<Response> {
-  if (req.method === "GET") return answer();
-  if (req.method === "HEAD") {
-    const res = answer();
-    return res instanceof Promise ? res.then(withoutBody) : withoutBody(res);
-  }
-  return new Response("method not allowed\n", {
-    status: 405,
-    headers: { allow: "GET, HEAD", "content-type": "text/plain" },
-  });
-}
-
-/** `res` with its status and headers but no body, for HEAD. */
-function withoutBody(res: Response): Response {
-  return new Response(null, { status: res.status, headers: res.headers });
-}
-
-/**
- * CSP source for the page's one inline script, so nothing else may run.
- * Web Crypto rather than node:crypto's createHash: importing node:crypto
- * alone added 9 MB to an idle server's RSS. Awaited once at module load
- * (a top-level await) so that `GET /` stays synchronous.
- */
-async function inlineScriptHash(html: string): Promise<string> {
-  const script = html.match(/<script>([\s\S]*?)<\/script>/);
-  if (!script) throw new Error("static/home.html has no inline script");
-  const digest = await crypto.subtle.digest(
-    "SHA-256",
-    new TextEncoder().encode(script[1]),
-  );
-  return "sha256-" + new Uint8Array(digest).toBase64();
 }

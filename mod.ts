@@ -18,30 +18,17 @@
  */
 
 import { Auth, type AuthOptions } from "./auth.ts";
-import { Client, type ClientContext, type ClientLimits } from "./client.ts";
-import { DurableHistory } from "./durable_history.ts";
-import { ClosingSockets } from "./closing.ts";
-import type { InFlight } from "./inflight.ts";
-import { FAVICON, FAVICON_CACHE, FAVICON_TYPE } from "./favicon.ts";
-import { type HistoryStore, MemoryHistory } from "./history.ts";
+import { Connections } from "./connections.ts";
 import type { DataSync } from "./history_db.ts";
 import { Hub } from "./hub.ts";
 import { type Logger, silentLogger } from "./log.ts";
-import { type EvictionReason, Metrics } from "./metrics.ts";
-import { serveEcho } from "./echo.ts";
+import { Metrics } from "./metrics.ts";
 import { TokenLifetimes } from "./expiry.ts";
-import {
-  type Admitted,
-  type ChatAdmission,
-  type EchoAdmission,
-  Gate,
-  refusal,
-} from "./gate.ts";
-import { AddressCounts, clientAddress } from "./addresses.ts";
+import { Gate } from "./gate.ts";
 import { LoadGuard } from "./guard.ts";
-import { checkName } from "./protocol.ts";
-import { RedisBus } from "./redis_bus.ts";
-import page from "./static/home.html" with { type: "text" };
+import { Opener } from "./opening.ts";
+import { createHandler } from "./routes.ts";
+import { openStorage } from "./storage.ts";
 
 /**
  * Settings of an instance; every field has the command line's default.
@@ -125,28 +112,6 @@ export interface Hubbub {
 }
 
 /**
- * Headers of the page. The policy is defence in depth on top of rendering
- * chat text with textContent: only the page's own inline script runs (by
- * hash), and it may connect only to its own origin.
- */
-const HTML_HEADERS = {
-  "content-type": "text/html; charset=utf-8",
-  "x-content-type-options": "nosniff",
-  "content-security-policy": [
-    "default-src 'none'",
-    `script-src '${await inlineScriptHash(page)}'`,
-    "style-src 'unsafe-inline'",
-    "connect-src 'self'",
-    "img-src 'self'",
-    "base-uri 'none'",
-    "form-action 'none'",
-    "frame-ancestors 'none'",
-  ].join("; "),
-};
-const PAGE_BYTES = new TextEncoder().encode(page);
-const GOING_AWAY = 1001;
-
-/**
  * Default of `--max-connections-per-ip`: a tenth of the default
  * `--max-connections`, so that one address cannot lock everyone else out
  * (50 never-reading peers from one address filled a cap of 50), while a
@@ -161,7 +126,6 @@ const DEFAULT_MAX_CONNECTIONS_PER_IP = 1000;
  * that no reader is taking.
  */
 const DEFAULT_MAX_EVICTED_BYTES = 256 * 1024 * 1024;
-const ABNORMAL_CLOSURE = 1006;
 
 /**
  * Deno's server WebSocket copies every frame into a per-socket buffer that
@@ -180,42 +144,10 @@ const VECTORED_WRITES_ENV = "DENO_USE_WRITEV";
  * @throws {DataFileError} when `data` names a file that cannot be used.
  */
 export function createHubbub(options: HubbubOptions = {}): Hubbub {
-  const base = (options.basePath ?? "").replace(/\/+$/, "");
-  const maxEchoBytes = options.maxEchoBytes ?? 1 << 20;
-  const idleTimeout = options.idleTimeout ?? 60;
-  const maxConnections = options.maxConnections ?? 10000;
-  const trustProxy = options.trustProxy ?? false;
-  const allowOrigin = options.allowOrigin ?? [];
   const logger = options.logger ?? silentLogger;
   useVectoredWrites(logger);
   const metrics = new Metrics();
-  if (options.redis && options.data) {
-    // With Redis, history lives in Redis; a file here would be a second,
-    // diverging copy of it.
-    throw new TypeError("redis and data cannot be used together");
-  }
-  const bus = options.redis
-    ? new RedisBus({
-      url: options.redis,
-      history: options.history ?? 100,
-      historyMax: options.historyMax ?? 10000,
-      presenceTtlMs: (options.redisPresenceTtl ?? 15) * 1000,
-      logger,
-      accepted: () => metrics.messagesReceived++,
-    })
-    : null;
-  // Throws DataFileError when the data file cannot be used.
-  const history: HistoryStore = bus?.window ??
-    (options.data
-      ? new DurableHistory({
-        path: options.data,
-        window: options.history ?? 100,
-        max: options.historyMax ?? 10000,
-        sync: options.dataSync ?? "normal",
-        logger,
-        metrics,
-      })
-      : new MemoryHistory(options.history ?? 100));
+  const { history, bus } = openStorage(options, logger, metrics);
   const maxBufferedBytes = options.maxBufferedBytes ?? 1 << 20;
   const hub = new Hub({
     maxBufferedBytes,
@@ -224,306 +156,79 @@ export function createHubbub(options: HubbubOptions = {}): Hubbub {
     ...(bus ? { relay: bus } : {}),
   });
   bus?.attach(hub);
-  const limits: ClientLimits = {
-    maxMessageBytes: options.maxMessageBytes ?? 16 << 10,
-    rateLimit: options.rateLimit ?? 20,
-    rateBurst: options.rateBurst ?? 40,
-  };
-  /** Every open socket, chat and echo, for the connection cap and shutdown. */
-  const sockets = new Set<WebSocket>();
+  /** Set once by `close()`: the gate refuses upgrades from then on. */
   let closing = false;
-  let guestNumber = 0;
 
-  /**
-   * Sockets the server gave up on, until Deno releases them
-   * (denoland/deno#27924): still in `sockets`, so they count against the
-   * cap, but not among those served.
-   */
-  const departing = new ClosingSockets();
-
-  /** Idempotent: Deno may dispatch close more than once. */
-  function untrack(socket: WebSocket, code: number): void {
-    if (!sockets.delete(socket)) return;
-    departing.released(socket);
-    addresses.remove(socket);
-    lifetimes.forget(socket);
-    // Deno reports a connection that ended without a close frame (a TCP
-    // drop) as code 0; RFC 6455 and every client call that 1006.
-    metrics.closed(code === 0 ? ABNORMAL_CLOSURE : code);
-  }
-
-  /**
-   * Closes a socket the server is done with (a protocol violation, an
-   * expired token, a refusal by the relay), once that is safe (closing.ts).
-   */
-  function closeSocket(
-    socket: WebSocket,
-    code: number,
-    text: string,
-    inFlight: InFlight | null = null,
-  ): void {
-    departing.close(socket, code, text, inFlight);
-  }
-
-  /** A frame from a socket being let go: dropped unread, but noted. */
-  function discard(socket: WebSocket): void {
-    metrics.evictedFramesDiscarded++;
-    departing.input(socket);
-  }
-
-  /** The one way chat and echo sockets are evicted: counted, logged, closed. */
-  function evictSocket(
-    socket: WebSocket,
-    reason: EvictionReason,
-    code: number,
-    text: string,
-    client?: number,
-    inFlight: InFlight | null = null,
-  ): void {
-    metrics.evicted(reason);
-    const buffered = socket.bufferedAmount;
-    logger.log("warn", "client evicted", {
-      reason,
-      code,
-      buffered,
-      ...(inFlight ? { pinned: inFlight.pinned(buffered) } : {}),
-      ...(client === undefined ? {} : { client }),
-    });
-    closeSocket(socket, code, text, inFlight);
-  }
-
-  /** Sockets being served: held, less those being let go. */
-  const served = () => sockets.size - departing.size;
-
+  const connections = new Connections({
+    metrics,
+    logger,
+    released: (socket) => lifetimes.forget(socket),
+  });
   const auth = Auth.fromOptions(options, logger);
   // An expired token's socket leaves through closeSocket like any other the
   // server gives up on: counted among those being let go until Deno
   // releases it, never closed behind a queue its peer does not read.
-  const lifetimes = new TokenLifetimes(auth, logger, closeSocket);
-
-  function refreshToken(client: Client, token: string): void {
-    lifetimes.refresh({
-      socket: client.socket,
-      user: client.user,
-      roomName: () => client.room?.name ?? null,
-      refuse: (message) => hub.sendError(client, "bad_token", message),
-    }, token);
-  }
-
-  const ctx: ClientContext = {
-    hub,
-    metrics,
+  const lifetimes = new TokenLifetimes(
+    auth,
     logger,
-    limits,
-    untrack,
-    evictSocket,
-    closeSocket,
-    discard,
-    departing: (socket: WebSocket) => departing.has(socket),
-    refreshToken,
-  };
-  /** Sockets held per client address, evicted ones included. */
-  const addresses = new AddressCounts();
+    (socket, code, text) => connections.closeSocket(socket, code, text),
+  );
   const guard = new LoadGuard({
     maxEvictedBytes: options.maxEvictedBytes ?? DEFAULT_MAX_EVICTED_BYTES,
-    evictedBytes: () => departing.pinnedBytes(),
+    evictedBytes: () => connections.pinnedBytes(),
     maxMemory: options.maxMemory ?? 0,
     logger,
   });
   const gate = new Gate({
-    allowOrigin,
-    maxConnections,
+    allowOrigin: options.allowOrigin ?? [],
+    maxConnections: options.maxConnections ?? 10000,
     maxConnectionsPerIp: options.maxConnectionsPerIp ??
       DEFAULT_MAX_CONNECTIONS_PER_IP,
-    connectionsFrom: (address) => addresses.count(address),
+    connectionsFrom: (address) => connections.heldBy(address),
     shed: () => guard.refusal(),
     metrics,
     auth,
     logger,
-    connections: () => sockets.size,
+    connections: () => connections.size,
     closing: () => closing,
   });
-
-  /**
-   * Upgrades an admitted request and holds its socket, counted against
-   * `address`. Without Deno's `protocol` option: it checks the choice
-   * against its own split of the offer on ", " and throws (a 500) on
-   * `chat,hubbub.v1`, as npm `ws` writes it. The gate read the offer as the
-   * HTTP list it is and chose (never a `bearer.<JWT>` entry); the answer
-   * header is the whole of choosing a subprotocol.
-   */
-  function upgrade(
-    req: Request,
-    protocol: string | null,
-    address: string | null,
-  ): { socket: WebSocket; response: Response } {
-    const upgraded = Deno.upgradeWebSocket(req, { idleTimeout });
-    if (protocol !== null) {
-      upgraded.response.headers.set("sec-websocket-protocol", protocol);
-    }
-    sockets.add(upgraded.socket);
-    addresses.add(upgraded.socket, address);
-    return upgraded;
-  }
-
-  /** Opens what the gate admitted, once its token is verified if need be. */
-  function admit<T>(
-    admitted: Admitted<T>,
-    open: (admission: T) => Response,
-  ): Response | Promise<Response> {
-    const settle = (a: T | Response) => a instanceof Response ? a : open(a);
-    return admitted instanceof Promise
-      ? admitted.then(settle)
-      : settle(admitted);
-  }
-
-  function openChat(
-    req: Request,
-    admitted: ChatAdmission,
-    address: string | null,
-  ): Response {
-    const { socket, response } = upgrade(req, admitted.protocol, address);
-    const { room, since, epoch, identity } = admitted;
-    let name: string;
-    if (identity) {
-      name = identity.name;
-    } else {
-      const requested = checkName(admitted.name ?? "");
-      name = "name" in requested ? requested.name : `guest-${++guestNumber}`;
-    }
-    const user = identity?.user;
-    const client = new Client(
-      socket,
-      admitted.json,
-      { room, name, since, epoch, user },
-      ctx,
-    );
-    lifetimes.watch(socket, identity, () => hub.leave(client));
-    return response;
-  }
-
-  function openEcho(
-    req: Request,
-    admitted: EchoAdmission,
-    address: string | null,
-  ): Response {
-    const { socket, response } = upgrade(req, admitted.protocol, address);
-    serveEcho(socket, { maxEchoBytes, maxBufferedBytes }, ctx);
-    lifetimes.watch(socket, admitted.identity);
-    return response;
-  }
-
-  function handler(
-    req: Request,
-    info?: Deno.ServeHandlerInfo,
-  ): Response | Promise<Response> {
-    const url = new URL(req.url);
-    if (!url.pathname.startsWith(base)) return refusal(404, "not found");
-    const path = url.pathname.slice(base.length);
-    switch (path) {
-      case "":
-        return new Response(null, {
-          status: 308,
-          headers: { location: base + "/" + url.search },
-        });
-      case "/":
-        return readOnly(
-          req,
-          () =>
-            new Response(PAGE_BYTES, {
-              headers: {
-                ...HTML_HEADERS,
-                "content-length": String(PAGE_BYTES.byteLength),
-              },
-            }),
-        );
-      case "/favicon.ico":
-        return readOnly(req, () =>
-          new Response(FAVICON, {
-            headers: {
-              "content-type": FAVICON_TYPE,
-              "cache-control": FAVICON_CACHE,
-            },
-          }));
-      case "/ws": {
-        const address = clientAddress(req, info?.remoteAddr, trustProxy);
-        return admit(
-          gate.chat(req, url, address),
-          (a) => openChat(req, a, address),
-        );
-      }
-      case "/echo": {
-        const address = clientAddress(req, info?.remoteAddr, trustProxy);
-        return admit(
-          gate.echo(req, url, address),
-          (a) => openEcho(req, a, address),
-        );
-      }
-      case "/auth":
-        return readOnly(req, () => gate.authCheck(req, url));
-      case "/healthz":
-        return readOnly(req, health);
-      case "/metrics":
-        return readOnly(req, () =>
-          new Response(
-            metrics.render({
-              connections: served(),
-              evictedUnclosed: departing.size,
-              evictedBytes: departing.pinnedBytes(),
-              rooms: hub.roomCount,
-              historyMessages: history.size(),
-              historyStored: history.stored(),
-              ...(bus ? { redis: bus.state } : {}),
-            }),
-            {
-              headers: {
-                "content-type": "text/plain; version=0.0.4; charset=utf-8",
-              },
-            },
-          ));
-      default:
-        return refusal(404, "not found");
-    }
-  }
-
-  /**
-   * With Redis unreachable the instance is `degraded`, answered 503 so that
-   * a load balancer sends new clients to an instance that can deliver.
-   */
-  function health(): Response {
-    const degraded = bus !== null && !bus.state.up;
-    return Response.json({
-      status: closing ? "stopping" : degraded ? "degraded" : "ok",
-      connections: served(),
-      rooms: hub.roomCount,
-      uptime: Math.round(metrics.uptimeSeconds() * 1000) / 1000,
-      ...(bus ? { redis: bus.state.up ? "up" : "down" } : {}),
-    }, { status: degraded && !closing ? 503 : 200 });
-  }
+  const opener = new Opener({
+    idleTimeout: options.idleTimeout ?? 60,
+    limits: {
+      maxMessageBytes: options.maxMessageBytes ?? 16 << 10,
+      rateLimit: options.rateLimit ?? 20,
+      rateBurst: options.rateBurst ?? 40,
+    },
+    echo: { maxEchoBytes: options.maxEchoBytes ?? 1 << 20, maxBufferedBytes },
+    hub,
+    metrics,
+    logger,
+    connections,
+    lifetimes,
+  });
+  const handler = createHandler({
+    basePath: options.basePath ?? "",
+    trustProxy: options.trustProxy ?? false,
+    gate,
+    opener,
+    hub,
+    history,
+    bus,
+    metrics,
+    connections,
+    closing: () => closing,
+  });
 
   async function close(timeoutMs = 5000): Promise<void> {
     closing = true;
     lifetimes.stop();
-    const open = [...sockets];
-    for (const socket of open) {
-      if (socket.readyState === WebSocket.OPEN) {
-        socket.close(GOING_AWAY, "server shutting down");
-      }
-    }
+    connections.closeAll();
     for (const member of hub.members()) hub.leave(member);
     hub.stop();
     history.close();
-    departing.stop();
+    connections.stop();
     await bus?.close();
-    const deadline = Date.now() + timeoutMs;
-    while (sockets.size > 0 && Date.now() < deadline) {
-      await new Promise((resolve) => setTimeout(resolve, 20));
-    }
-    if (sockets.size > 0) {
-      logger.log("warn", "sockets still open at shutdown", {
-        open: sockets.size,
-      });
-    }
+    await connections.allReleased(timeoutMs);
   }
 
   return { handler, close, metrics };
@@ -550,41 +255,4 @@ function useVectoredWrites(logger: Logger): void {
   if (Deno.env.get(VECTORED_WRITES_ENV) === undefined) {
     Deno.env.set(VECTORED_WRITES_ENV, "1");
   }
-}
-
-/** GET and HEAD only; anything else is 405 with the `Allow` header. */
-function readOnly(
-  req: Request,
-  answer: () => Response | Promise<Response>,
-): Response | Promise<Response> {
-  if (req.method === "GET") return answer();
-  if (req.method === "HEAD") {
-    const res = answer();
-    return res instanceof Promise ? res.then(withoutBody) : withoutBody(res);
-  }
-  return new Response("method not allowed\n", {
-    status: 405,
-    headers: { allow: "GET, HEAD", "content-type": "text/plain" },
-  });
-}
-
-/** `res` with its status and headers but no body, for HEAD. */
-function withoutBody(res: Response): Response {
-  return new Response(null, { status: res.status, headers: res.headers });
-}
-
-/**
- * CSP source for the page's one inline script, so nothing else may run.
- * Web Crypto rather than node:crypto's createHash: importing node:crypto
- * alone added 9 MB to an idle server's RSS. Awaited once at module load
- * (a top-level await) so that `GET /` stays synchronous.
- */
-async function inlineScriptHash(html: string): Promise<string> {
-  const script = html.match(/<script>([\s\S]*?)<\/script>/);
-  if (!script) throw new Error("static/home.html has no inline script");
-  const digest = await crypto.subtle.digest(
-    "SHA-256",
-    new TextEncoder().encode(script[1]),
-  );
-  return "sha256-" + new Uint8Array(digest).toBase64();
 }

@@ -61,6 +61,30 @@ function readEnv(name: string): string | undefined {
 }
 
 /**
+ * The one-line reason `Deno.serve` refused the settings, or null for an
+ * error that is not about them: a port taken or an address this host does
+ * not have (as from a second instance on the same port), or TLS files that
+ * exist but hold no certificate or key.
+ */
+function listenFailure(
+  err: unknown,
+  withTls: boolean,
+  config: Config,
+): string | null {
+  const first = (e: Error) => e.message.split("\n")[0];
+  if (
+    err instanceof Deno.errors.AddrInUse ||
+    err instanceof Deno.errors.AddrNotAvailable
+  ) {
+    return `cannot listen on ${config.hostname}:${config.port}: ${first(err)}`;
+  }
+  if (withTls && err instanceof Deno.errors.InvalidData) {
+    return `--cert/--key: ${first(err)}`;
+  }
+  return null;
+}
+
+/**
  * Runs the server until a signal stops it, or the client when the first
  * argument is `connect`; resolves to the exit code.
  */
@@ -127,9 +151,9 @@ export async function main(args: string[]): Promise<number> {
       },
     }, hubbub.handler);
   } catch (err) {
-    // Files that exist but hold no certificate or key (InvalidData).
-    if (!tls || !(err instanceof Deno.errors.InvalidData)) throw err;
-    console.error(`hubbub: --cert/--key: ${err.message.split("\n")[0]}`);
+    const why = listenFailure(err, tls !== undefined, config);
+    if (why === null) throw err;
+    console.error(`hubbub: ${why}`);
     await hubbub.close(0);
     return EXIT_USAGE;
   }

@@ -32,6 +32,18 @@ Deno.test("main: bad flags print one line and exit 2", async () => {
   }
 });
 
+Deno.test("main: a port already taken prints one line and exits 2", async () => {
+  using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const { port } = listener.addr as Deno.NetAddr;
+  const r = await runMain(["--hostname", "127.0.0.1", "--port", String(port)]);
+  assert.equal(r.code, 2);
+  assert.equal(r.stderr.trim().split("\n").length, 1, r.stderr);
+  assert.match(
+    r.stderr,
+    new RegExp(`^hubbub: cannot listen on 127\\.0\\.0\\.1:${port}: `),
+  );
+});
+
 Deno.test("main: --help lists the flags and exits 0", async () => {
   const r = await runMain(["--", "--help"]);
   assert.equal(r.code, 0);

@@ -7,9 +7,9 @@
  * @module
  */
 
-import type { SocketTracking } from "./closing.ts";
 import { HistoryUnavailable } from "./history.ts";
 import type { Hub, Member, OwnLine, Room } from "./hub.ts";
+import type { SocketTracking } from "./connections.ts";
 import type { Logger } from "./log.ts";
 import { InFlight } from "./inflight.ts";
 import type { EvictionReason, Metrics } from "./metrics.ts";
@@ -47,7 +47,9 @@ export interface JoinRequest {
 }
 
 /** What a client needs from the instance that accepted it. */
-export interface ClientContext extends SocketTracking {
+export interface ClientContext {
+  /** Holds the socket and lets it go. */
+  tracking: SocketTracking;
   /** The hub the client joins. */
   hub: Hub;
   /** Counters for timeouts and rate limiting. */
@@ -151,7 +153,7 @@ export class Client implements Member {
   /** Whether the hub may still take this client in (see {@link Member.live}). */
   get live(): boolean {
     return this.socket.readyState === WebSocket.OPEN &&
-      !this.#ctx.departing(this.socket);
+      !this.#ctx.tracking.departing(this.socket);
   }
 
   /** Called by the hub after it removed this client against its will. */
@@ -163,7 +165,7 @@ export class Client implements Member {
     // until Deno reports the close, what stays pinned is this small object
     // and the socket's queue, bounded by --max-buffered-bytes (counting
     // Deno's per-frame overhead) plus one visit's frames (closing.ts).
-    this.#ctx.evictSocket(
+    this.#ctx.tracking.evictSocket(
       this.socket,
       reason,
       code,
@@ -185,7 +187,7 @@ export class Client implements Member {
       if (this.#early === null) {
         // Evicted or closed by us: the socket stays open until its queue
         // drains (closing.ts); what it sends meanwhile is dropped.
-        this.#ctx.discard(this.socket);
+        this.#ctx.tracking.discard(this.socket);
       } else if (this.#early.length >= EARLY_FRAMES) {
         this.#closeNow(1008, "too many messages before joining");
       } else {
@@ -274,7 +276,7 @@ export class Client implements Member {
   /** Called by the hub (or its relay) once it let this client go. */
   close(code: number, text: string): void {
     this.#early = null;
-    this.#ctx.closeSocket(this.socket, code, text, this.inFlight);
+    this.#ctx.tracking.closeSocket(this.socket, code, text, this.inFlight);
   }
 
   /** Leaves the hub and closes; for protocol violations by the peer. */
@@ -289,7 +291,7 @@ export class Client implements Member {
    */
   #onClose(code: number, reason: string): void {
     const { hub, metrics, logger } = this.#ctx;
-    this.#ctx.untrack(this.socket, code);
+    this.#ctx.tracking.untrack(this.socket, code);
     if (code === 1001 && reason === IDLE_CLOSE_REASON && this.room) {
       metrics.evicted("idle_timeout");
       logger.log("info", "client timed out", { client: this.id });

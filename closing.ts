@@ -24,37 +24,7 @@
  */
 
 import type { InFlight } from "./inflight.ts";
-import type { EvictionReason } from "./metrics.ts";
 import { PolledMap } from "./polled_map.ts";
-
-/**
- * How a socket (chat or echo) reports its end to the instance that owns it,
- * and hands over the sockets the server gives up on.
- */
-export interface SocketTracking {
-  /** Called when the socket has closed, with its close code. */
-  untrack(socket: WebSocket, code: number): void;
-  /** Counts, logs and closes a socket the server gave up on. */
-  evictSocket(
-    socket: WebSocket,
-    reason: EvictionReason,
-    code: number,
-    text: string,
-    client?: number,
-    inFlight?: InFlight,
-  ): void;
-  /** Closes a socket the server is done with, once that is safe. */
-  closeSocket(
-    socket: WebSocket,
-    code: number,
-    text: string,
-    inFlight?: InFlight,
-  ): void;
-  /** Takes note of a frame from a socket being let go, and drops it. */
-  discard(socket: WebSocket): void;
-  /** Whether `socket` is being let go (closed once its queue drains). */
-  departing(socket: WebSocket): boolean;
-}
 
 /** How often held sockets are looked at. */
 export const POLL_MS = 100;

@@ -7,10 +7,39 @@
  */
 
 import { AddressCounts } from "./addresses.ts";
-import { ClosingSockets, type SocketTracking } from "./closing.ts";
+import { ClosingSockets } from "./closing.ts";
 import type { InFlight } from "./inflight.ts";
 import type { Logger } from "./log.ts";
 import type { EvictionReason, Metrics } from "./metrics.ts";
+
+/**
+ * How a socket (chat or echo) reports its end to the instance that owns it,
+ * and hands over the sockets the server gives up on.
+ */
+export interface SocketTracking {
+  /** Called when the socket has closed, with its close code. */
+  untrack(socket: WebSocket, code: number): void;
+  /** Counts, logs and closes a socket the server gave up on. */
+  evictSocket(
+    socket: WebSocket,
+    reason: EvictionReason,
+    code: number,
+    text: string,
+    client: number | undefined,
+    inFlight: InFlight,
+  ): void;
+  /** Closes a socket the server is done with, once that is safe. */
+  closeSocket(
+    socket: WebSocket,
+    code: number,
+    text: string,
+    inFlight?: InFlight,
+  ): void;
+  /** Takes note of a frame from a socket being let go, and drops it. */
+  discard(socket: WebSocket): void;
+  /** Whether `socket` is being let go (closed once its queue drains). */
+  departing(socket: WebSocket): boolean;
+}
 
 const GOING_AWAY = 1001;
 const ABNORMAL_CLOSURE = 1006;
@@ -113,8 +142,8 @@ export class Connections implements SocketTracking {
     reason: EvictionReason,
     code: number,
     text: string,
-    client?: number,
-    inFlight: InFlight | null = null,
+    client: number | undefined,
+    inFlight: InFlight,
   ): void {
     this.#metrics.evicted(reason);
     const buffered = socket.bufferedAmount;
@@ -122,7 +151,7 @@ export class Connections implements SocketTracking {
       reason,
       code,
       buffered,
-      ...(inFlight ? { pinned: inFlight.pinned(buffered) } : {}),
+      pinned: inFlight.pinned(buffered),
       ...(client === undefined ? {} : { client }),
     });
     this.closeSocket(socket, code, text, inFlight);

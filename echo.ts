@@ -7,7 +7,7 @@
  * @module
  */
 
-import type { SocketTracking } from "./closing.ts";
+import type { SocketTracking } from "./connections.ts";
 import { InFlight } from "./inflight.ts";
 import { utf8Length } from "./protocol.ts";
 

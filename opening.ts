@@ -63,11 +63,7 @@ export class Opener {
       metrics: options.metrics,
       logger: options.logger,
       limits: options.limits,
-      untrack: connections.untrack.bind(connections),
-      evictSocket: connections.evictSocket.bind(connections),
-      closeSocket: connections.closeSocket.bind(connections),
-      discard: connections.discard.bind(connections),
-      departing: connections.departing.bind(connections),
+      tracking: connections,
       refreshToken: (client, token) => this.#refreshToken(client, token),
     };
   }

@@ -143,13 +143,16 @@ export class Auth {
         ["verify"],
       );
     }
-    if (options.jwtJwksUrl) algorithms.push("RS256", "ES256");
+    // Parsed here, not when jose has loaded: a bad URL throws to the caller.
+    const jwksUrl = options.jwtJwksUrl ? new URL(options.jwtJwksUrl) : null;
+    if (jwksUrl) algorithms.push("RS256", "ES256");
+    const cooldownMs = (options.jwtJwksCooldown ?? 30) * 1000;
     // Loaded only when auth is on, not imported by the module, which every
     // server loads: jose added 6 MB to the RSS of an idle server that never
     // verifies a token. A string literal, so that `deno compile` embeds it.
     this.#verifier = import("jose").then((jose) => ({
       jose,
-      getKey: keyLookup(jose, secret, options),
+      getKey: keyLookup(jose, secret, jwksUrl, cooldownMs),
     }));
     this.#options = {
       algorithms,
@@ -233,18 +236,20 @@ export function isAuthFailure(
 
 /**
  * The key for a token's header: the HS256 secret (`secret`, imported as a
- * key) or one from the key set at `jwtJwksUrl`, fetched by jose.
+ * key) or one from the key set at `jwksUrl`, fetched by jose and fetched
+ * again no sooner than `cooldownMs` after the last fetch.
  */
 function keyLookup(
   jose: typeof Jose,
   secret: Promise<CryptoKey> | null,
-  options: AuthOptions,
+  jwksUrl: URL | null,
+  cooldownMs: number,
 ): JWTVerifyGetKey {
   const { errors } = jose;
-  const keySet = options.jwtJwksUrl
-    ? jose.createRemoteJWKSet(new URL(options.jwtJwksUrl), {
+  const keySet = jwksUrl
+    ? jose.createRemoteJWKSet(jwksUrl, {
       timeoutDuration: JWKS_TIMEOUT_MS,
-      cooldownDuration: (options.jwtJwksCooldown ?? 30) * 1000,
+      cooldownDuration: cooldownMs,
     })
     : null;
   return async (header, token) => {

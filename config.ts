@@ -9,6 +9,7 @@
 
 import { parseArgs } from "node:util";
 import type { DataSync } from "./history_db.ts";
+import { redisUrlProblem } from "./redis_bus.ts";
 
 /** How log lines are written. */
 export type LogFormat = "text" | "json";
@@ -450,6 +451,8 @@ function toHttpUrl(raw: string, source: string): string | undefined {
 function toRedisUrl(raw: string, source: string): string {
   if (raw === "") return "";
   toUrl(raw, source, ["redis:", "rediss:"], "expected redis:// or rediss://");
+  const problem = redisUrlProblem(raw);
+  if (problem !== null) throw new ConfigError(`${source}: ${problem}`);
   return raw;
 }
 

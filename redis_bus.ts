@@ -189,6 +189,32 @@ export interface RedisLinkState {
 
 type RedisClient = ReturnType<typeof createClient>;
 
+/**
+ * Why node-redis would refuse `url`, or null: the same rules it applies
+ * when a client is created (a URL, a path that is a database number, a
+ * user and password that decode). Checked before the package loads, so a
+ * bad URL fails the start instead of the process after `listening on`.
+ */
+export function redisUrlProblem(url: string): string | null {
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    return "not a URL";
+  }
+  const path = parsed.pathname;
+  if (path !== "" && path !== "/" && Number.isNaN(Number(path.slice(1)))) {
+    return `the path must be a database number, got "${path}"`;
+  }
+  try {
+    decodeURIComponent(parsed.username);
+    decodeURIComponent(parsed.password);
+  } catch {
+    return "the user or password is not validly %-encoded";
+  }
+  return null;
+}
+
 /** What a call made before the redis package is loaded gets. */
 function notLoaded(): Promise<never> {
   return Promise.reject(new Error("redis link not up yet"));
@@ -237,20 +263,21 @@ export class RedisBus implements Relay {
 
   /** Starts connecting at once; the link comes up by itself. */
   constructor(opts: RedisBusOptions) {
+    const problem = redisUrlProblem(opts.url);
+    if (problem !== null) throw new TypeError(`redis URL: ${problem}`);
     this.#opts = opts;
     this.window = new RelayWindow(opts.history);
     // Loaded here rather than imported by the module, which every server
     // loads: the redis package added 30 MB to the RSS of an idle server that
     // never uses it. Until it is loaded the link is simply not up yet. A
     // string literal, so that `deno compile` still embeds the package.
-    this.#loading = import("redis").then(
-      ({ createClient }) => this.#connect(createClient),
-      (err) => {
-        opts.logger.log("error", "redis package not loaded", {
+    this.#loading = import("redis")
+      .then(({ createClient }) => this.#connect(createClient))
+      .catch((err) => {
+        opts.logger.log("error", "redis client not created", {
           error: String(err),
         });
-      },
-    );
+      });
     this.#presence = new RedisPresence(this.#commands, {
       ttlMs: opts.presenceTtlMs,
       warn: (msg, fields) => this.#warn(msg, fields),

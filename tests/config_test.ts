@@ -87,6 +87,8 @@ Deno.test("config: bad input is a one-line ConfigError", () => {
       ["--data-sync", "off"],
       ["--redis", "http://localhost:6379"],
       ["--redis", "not a url"],
+      ["--redis", "redis://127.0.0.1:6379/abc"],
+      ["--redis", "redis://u:%zz@127.0.0.1:6379"],
       ["--redis-presence-ttl", "0"],
       ["--redis", "redis://127.0.0.1:6379", "--data", "h.db"],
     ]

@@ -64,3 +64,11 @@ Deno.test("the page is embedded: served by a deno run without read permission", 
     assert.equal((await srv.stop()).code, 0);
   }
 });
+
+Deno.test("embed: a bad key set or Redis URL throws from createHubbub, not later", () => {
+  assert.throws(() => createHubbub({ jwtJwksUrl: "not a url" }), TypeError);
+  assert.throws(
+    () => createHubbub({ redis: "redis://127.0.0.1:1/abc" }),
+    /redis URL: the path must be a database number/,
+  );
+});

@@ -8,16 +8,39 @@
 
 import { DurableHistory } from "./durable_history.ts";
 import { type HistoryStore, MemoryHistory } from "./history.ts";
+import type { DataSync } from "./history_db.ts";
 import type { Logger } from "./log.ts";
 import type { Metrics } from "./metrics.ts";
-import type { HubbubOptions } from "./mod.ts";
 import { RedisBus } from "./redis_bus.ts";
 
-/** The options that choose the storage, with the command line's defaults. */
-export type StorageOptions = Pick<
-  HubbubOptions,
-  "history" | "data" | "historyMax" | "dataSync" | "redis" | "redisPresenceTtl"
->;
+/** The settings that choose the storage; each has the command line's default. */
+export interface StorageOptions {
+  /** Messages kept per room in memory (sent on join); default 100. */
+  history?: number;
+  /**
+   * Database file for durable history (created if absent); default none:
+   * history in memory only. Needs read and write permission for the file
+   * and its `-wal` and `-journal` siblings. Not with `redis`.
+   */
+  data?: string;
+  /**
+   * Messages kept per room on disk with `data`, or in Redis (approximately)
+   * with `redis`; default 10000.
+   */
+  historyMax?: number;
+  /** Commit durability with `data`; default `normal`. */
+  dataSync?: DataSync;
+  /**
+   * `redis://` or `rediss://` URL: several instances share rooms through
+   * this Redis; default none (this process is the whole chat).
+   */
+  redis?: string;
+  /**
+   * Seconds this instance's members stay listed on other instances without
+   * renewal (renewed every third of it); default 15.
+   */
+  redisPresenceTtl?: number;
+}
 
 /** An instance's history store, and the Redis bus when rooms are shared. */
 export interface Storage {
@@ -44,11 +67,13 @@ export function openStorage(
     // diverging copy of it.
     throw new TypeError("redis and data cannot be used together");
   }
+  const window = options.history ?? 100;
+  const max = options.historyMax ?? 10000;
   const bus = options.redis
     ? new RedisBus({
       url: options.redis,
-      history: options.history ?? 100,
-      historyMax: options.historyMax ?? 10000,
+      history: window,
+      historyMax: max,
       presenceTtlMs: (options.redisPresenceTtl ?? 15) * 1000,
       logger,
       accepted: () => metrics.messagesReceived++,
@@ -58,12 +83,12 @@ export function openStorage(
     (options.data
       ? new DurableHistory({
         path: options.data,
-        window: options.history ?? 100,
-        max: options.historyMax ?? 10000,
+        window,
+        max,
         sync: options.dataSync ?? "normal",
         logger,
         metrics,
       })
-      : new MemoryHistory(options.history ?? 100));
+      : new MemoryHistory(window));
   return { history, bus };
 }

@@ -1,10 +1,10 @@
 /**
  * The gate a socket passes before its upgrade: a well-formed WebSocket
  * request, an allowed origin, valid room and recovery parameters, a valid
- * token when auth is on, and room under the connection caps. Every check that can refuse a socket lives
- * here, so the routes (routes.ts, opening.ts) only upgrade what the gate admitted, and a
- * refusal is always an HTTP answer with a plain-text reason, never a half
- * open socket.
+ * token when auth is on, and room under the connection caps. Every check
+ * that can refuse a socket lives here, so opening.ts only upgrades what the
+ * gate admitted, and a refusal is always an HTTP answer with a plain-text
+ * reason, never a half open socket.
  *
  * @module
  */

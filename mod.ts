@@ -19,7 +19,6 @@
 
 import { Auth, type AuthOptions } from "./auth.ts";
 import { Connections } from "./connections.ts";
-import type { DataSync } from "./history_db.ts";
 import { Hub } from "./hub.ts";
 import { type Logger, silentLogger } from "./log.ts";
 import { Metrics } from "./metrics.ts";
@@ -27,14 +26,14 @@ import { TokenLifetimes } from "./expiry.ts";
 import { Gate } from "./gate.ts";
 import { LoadGuard } from "./guard.ts";
 import { Opener } from "./opening.ts";
-import { createHandler } from "./routes.ts";
-import { openStorage } from "./storage.ts";
+import { createHandler, type Handler } from "./routes.ts";
+import { openStorage, type StorageOptions } from "./storage.ts";
 
 /**
  * Settings of an instance; every field has the command line's default.
  * Auth is on when `jwtSecret` or `jwtJwksUrl` is set (see {@link AuthOptions}).
  */
-export interface HubbubOptions extends AuthOptions {
+export interface HubbubOptions extends AuthOptions, StorageOptions {
   /** Path prefix the handler is mounted under, e.g. `/chat`; default none. */
   basePath?: string;
   /** Largest incoming chat message in bytes; default 16 KiB. */
@@ -59,31 +58,6 @@ export interface HubbubOptions extends AuthOptions {
   maxEvictedBytes?: number;
   /** Resident memory beyond which upgrades get 503, 0 = off; default off. */
   maxMemory?: number;
-  /** Messages kept per room in memory (sent on join); default 100. */
-  history?: number;
-  /**
-   * Database file for durable history (created if absent); default none:
-   * history in memory only. Needs read and write permission for the file
-   * and its `-wal` and `-journal` siblings. Not with `redis`.
-   */
-  data?: string;
-  /**
-   * Messages kept per room on disk with `data`, or in Redis (approximately)
-   * with `redis`; default 10000.
-   */
-  historyMax?: number;
-  /** Commit durability with `data`; default `normal`. */
-  dataSync?: DataSync;
-  /**
-   * `redis://` or `rediss://` URL: several instances share rooms through
-   * this Redis; default none (this process is the whole chat).
-   */
-  redis?: string;
-  /**
-   * Seconds this instance's members stay listed on other instances without
-   * renewal (renewed every third of it); default 15.
-   */
-  redisPresenceTtl?: number;
   /** Extra allowed browser origins, or `*`; default none. */
   allowOrigin?: string[] | "*";
   /** Where log lines go; default nowhere. */
@@ -98,10 +72,7 @@ export interface Hubbub {
    * (or `trustProxy`) no address is known, and `maxConnectionsPerIp` does
    * not apply.
    */
-  handler: (
-    req: Request,
-    info?: Deno.ServeHandlerInfo,
-  ) => Response | Promise<Response>;
+  handler: Handler;
   /**
    * Refuses new sockets, closes every open one with 1001 "server shutting
    * down" and resolves once they are closed, or after `timeoutMs`.

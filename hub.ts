@@ -861,14 +861,12 @@ export class Hub {
     // run of them (a catch-up after the welcome) is cut into frames like
     // the log is.
     const out = new FrameBuilder();
-    let pieces = 0;
     let bytes = 0;
     let messages = 0;
     const addLog = (to: number) => {
       if (to <= from) return;
       const part = this.#slice(room, member, from, to);
       for (const frame of part.frames) out.add(frame);
-      pieces += part.frames.length;
       bytes += part.bytes;
       messages += part.messages;
       from = to;
@@ -876,13 +874,11 @@ export class Hub {
     for (const line of own) {
       addLog(line.after);
       out.add(line.text);
-      pieces++;
       bytes += utf8Length(line.text);
     }
     addLog(end);
     const frames = out.frames();
-    // Each join of two pieces adds a newline.
-    bytes += pieces - frames.length;
+    bytes += out.joins;
     return { frames, bytes, messages };
   }
 
@@ -999,6 +995,12 @@ class FrameBuilder {
   readonly #frames: string[] = [];
   #current = "";
   #lines = 0;
+  #joins = 0;
+
+  /** Newlines added between lines so far: bytes the lines alone do not count. */
+  get joins(): number {
+    return this.#joins;
+  }
 
   /** Appends a line; a line longer than the limit is a frame of its own. */
   add(line: string): void {
@@ -1006,6 +1008,7 @@ class FrameBuilder {
       this.#current = line;
     } else if (this.#current.length + 1 + line.length <= FRAME_CHARS) {
       this.#current += "\n" + line;
+      this.#joins++;
     } else {
       this.#frames.push(this.#current);
       this.#current = line;

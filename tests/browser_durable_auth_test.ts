@@ -12,7 +12,6 @@ import {
   haveChromium,
   live,
   openChat,
-  post,
   range,
   say,
   serverHasFlag,
@@ -23,6 +22,7 @@ import {
 import {
   connect,
   freePort,
+  post,
   type ServerProcess,
   spawnServer,
   until,

@@ -247,6 +247,22 @@ export function range(from: number, to: number): number[] {
 }
 
 /**
+ * Sends `lines` as chat messages from `s` and waits, up to `ms`, until all
+ * are back.
+ */
+export async function post(
+  s: TestSocket,
+  lines: string[],
+  ms: number = WAIT_MS,
+): Promise<void> {
+  for (const text of lines) {
+    s.send(JSON.stringify({ type: "message", text }));
+  }
+  const last = JSON.stringify(lines.at(-1));
+  await s.waitFor(() => s.lines.some((l) => l.includes(last)), last, ms);
+}
+
+/**
  * A stored chat message with seq `seq` and text `text`, its time derived
  * from the seq so that a store that mixed up rows would show it.
  */

@@ -179,11 +179,3 @@ export async function serverHasFlag(flag: string): Promise<boolean> {
   })();
   return new RegExp(`(^|\\s)${flag}\\s`, "m").test(await helpText);
 }
-
-/** `prefix` + each whole number from `from` to `to`: `m1`, `m2`, ... */
-export function range(prefix: string, from: number, to: number): string[] {
-  return Array.from(
-    { length: to - from + 1 },
-    (_, i) => `${prefix}${from + i}`,
-  );
-}

@@ -5,6 +5,7 @@ import { FRAME_CHARS, PLAIN_NOT_STORED } from "../hub.ts";
 import {
   connect,
   joinJson,
+  numbered,
   ofType,
   post,
   range,
@@ -61,7 +62,7 @@ Deno.test("data: kill -9 and restart keep every message, seq and epoch", () =>
     try {
       const a = await joinJson(first, "?room=r");
       epoch = a.messages[0].epoch;
-      await post(a, range(1, 20).map((i) => `m ${i}`));
+      await post(a, numbered("m ", 1, 20));
       before = ofType(a, "message") as unknown as Rec[];
       assert.deepEqual(seqs(before), range(1, 20));
       assert.equal((await first.stop("SIGKILL")).signal, "SIGKILL");
@@ -111,7 +112,7 @@ Deno.test("data: retention keeps --history-max on disk; scrollback pages to the 
   withTempDir((dir) =>
     withServer(async (srv) => {
       const a = await joinJson(srv, "?room=r");
-      await post(a, range(1, 100).map((i) => `m ${i}`));
+      await post(a, numbered("m ", 1, 100));
       await until(
         async () =>
           (await metric(srv, "hubbub_history_stored_messages")) === 30,
@@ -148,7 +149,7 @@ Deno.test("data: retention keeps --history-max on disk; scrollback pages to the 
 Deno.test("scrollback without --data pages through memory; bad requests get errors", () =>
   withServer(async (srv) => {
     const a = await joinJson(srv, "?room=r");
-    await post(a, range(1, 25).map((i) => `m ${i}`));
+    await post(a, numbered("m ", 1, 25));
     let reply = await page(a, { before: 26, limit: 10 });
     assert.deepEqual(seqs(reply.messages), range(16, 25));
     assert.equal(reply.more, true);
@@ -174,7 +175,7 @@ Deno.test("data: a since 5,000 back arrives whole, in frames of at most 32K plus
   withTempDir((dir) =>
     withServer(async (srv) => {
       const a = await joinJson(srv, "?room=r");
-      await post(a, range(1, 6000).map((i) => `${"x".repeat(60)} ${i}`));
+      await post(a, numbered(`${"x".repeat(60)} `, 1, 6000));
       const epoch = a.messages[0].epoch;
       const b = await joinJson(srv, `?room=r&since=1000&epoch=${epoch}`);
       await b.waitFor(

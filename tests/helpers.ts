@@ -262,6 +262,11 @@ export async function post(
   await s.waitFor(() => s.lines.some((l) => l.includes(last)), last, ms);
 }
 
+/** `prefix` + each whole number from `from` to `to`: `m1`, `m2`, ... */
+export function numbered(prefix: string, from: number, to: number): string[] {
+  return range(from, to).map((i) => `${prefix}${i}`);
+}
+
 /**
  * A stored chat message with seq `seq` and text `text`, its time derived
  * from the seq so that a store that mixed up rows would show it.

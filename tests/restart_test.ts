@@ -1,5 +1,12 @@
 import assert from "node:assert/strict";
-import { freePort, joinJson, post, spawnServer, within } from "./helpers.ts";
+import {
+  freePort,
+  joinJson,
+  numbered,
+  post,
+  spawnServer,
+  within,
+} from "./helpers.ts";
 
 Deno.test("kill -9 and restart without --data: a reconnect is told its since is void", async () => {
   const port = freePort();
@@ -8,7 +15,7 @@ Deno.test("kill -9 and restart without --data: a reconnect is told its since is 
   try {
     const a = await joinJson(first, "?room=r");
     epoch = a.messages[0].epoch;
-    await post(a, ["old 1", "old 2", "old 3"]);
+    await post(a, numbered("old ", 1, 3));
     const status = await first.stop("SIGKILL");
     assert.equal(status.signal, "SIGKILL");
     // No close frame from a killed server: an unclean close (browsers say

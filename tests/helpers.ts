@@ -661,36 +661,44 @@ export async function selfSigned(): Promise<
   { dir: string; cert: string; key: string }
 > {
   const dir = await Deno.makeTempDir({ prefix: "hubbub-tls-" });
-  const cert = `${dir}/cert.pem`;
-  const key = `${dir}/key.pem`;
-  const out = await new Deno.Command("openssl", {
-    args: [
-      "req",
-      "-x509",
-      "-newkey",
-      "ec",
-      "-pkeyopt",
-      "ec_paramgen_curve:prime256v1",
-      "-nodes",
-      "-keyout",
-      key,
-      "-out",
-      cert,
-      "-days",
-      "1",
-      "-subj",
-      "/CN=localhost",
-      // A leaf, not a CA, so that a client can trust it as it is.
-      "-addext",
-      "subjectAltName=IP:127.0.0.1,DNS:localhost",
-      "-addext",
-      "basicConstraints=critical,CA:FALSE",
-    ],
-    stdout: "null",
-    stderr: "piped",
-  }).output();
-  if (!out.success) {
-    throw new Error("openssl failed: " + new TextDecoder().decode(out.stderr));
+  // Removed here on failure: the caller only cleans up what it was given.
+  try {
+    const cert = `${dir}/cert.pem`;
+    const key = `${dir}/key.pem`;
+    const out = await new Deno.Command("openssl", {
+      args: [
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        key,
+        "-out",
+        cert,
+        "-days",
+        "1",
+        "-subj",
+        "/CN=localhost",
+        // A leaf, not a CA, so that a client can trust it as it is.
+        "-addext",
+        "subjectAltName=IP:127.0.0.1,DNS:localhost",
+        "-addext",
+        "basicConstraints=critical,CA:FALSE",
+      ],
+      stdout: "null",
+      stderr: "piped",
+    }).output();
+    if (!out.success) {
+      throw new Error(
+        "openssl failed: " + new TextDecoder().decode(out.stderr),
+      );
+    }
+    return { dir, cert, key };
+  } catch (err) {
+    await Deno.remove(dir, { recursive: true });
+    throw err;
   }
-  return { dir, cert, key };
 }

@@ -12,8 +12,6 @@ import {
   haveChromium,
   live,
   openChat,
-  post,
-  range,
   say,
   serverHasFlag,
   shows,
@@ -23,6 +21,8 @@ import {
 import {
   connect,
   freePort,
+  numbered,
+  post,
   type ServerProcess,
   spawnServer,
   until,
@@ -98,7 +98,7 @@ Deno.test({
           `${srv.ws}/ws?room=big&name=writer`,
           JSON_SUBPROTOCOL,
         );
-        const all = range("old ", 1, 300);
+        const all = numbered("old ", 1, 300);
         await post(writer, all, SLOW_MS);
         await withChromium(async (browser) => {
           const page = await openChat(browser, srv.http, "reader", "big");
@@ -146,7 +146,7 @@ Deno.test({
             `${srv.ws}/ws?room=r&name=w`,
             JSON_SUBPROTOCOL,
           );
-          await post(writer, range("before ", 1, 3), SLOW_MS);
+          await post(writer, numbered("before ", 1, 3), SLOW_MS);
           await shows(alice, "before 3");
           await shows(bob, "before 3");
           await srv.stop("SIGKILL");
@@ -160,7 +160,7 @@ Deno.test({
           await post(again, ["after 1"], SLOW_MS);
           await Promise.all([live(alice), live(bob)]);
           await say(alice, "after 2");
-          const expected = [...range("before ", 1, 3), "after 1", "after 2"];
+          const expected = [...numbered("before ", 1, 3), "after 1", "after 2"];
           for (const page of [alice, bob]) {
             await shows(page, "after 2");
             assert.deepEqual(await texts(page), expected);

@@ -7,12 +7,7 @@
  */
 
 import { axe, type BrowserContext, chromium, type Page } from "./deps.ts";
-import {
-  startServer,
-  type TestServer,
-  type TestSocket,
-  WAIT_MS,
-} from "./helpers.ts";
+import { startServer, type TestServer } from "./helpers.ts";
 import type { HubbubOptions } from "../mod.ts";
 
 /** Debian's chromium; `.ci/run` installs it. */
@@ -183,28 +178,4 @@ export async function serverHasFlag(flag: string): Promise<boolean> {
     return new TextDecoder().decode(out.stdout);
   })();
   return new RegExp(`(^|\\s)${flag}\\s`, "m").test(await helpText);
-}
-
-/**
- * Sends `lines` as chat messages from `s` and waits, up to `ms`, until all
- * are back.
- */
-export async function post(
-  s: TestSocket,
-  lines: string[],
-  ms: number = WAIT_MS,
-): Promise<void> {
-  for (const text of lines) {
-    s.send(JSON.stringify({ type: "message", text }));
-  }
-  const last = JSON.stringify(lines.at(-1));
-  await s.waitFor(() => s.lines.some((l) => l.includes(last)), last, ms);
-}
-
-/** `prefix` + each whole number from `from` to `to`: `m1`, `m2`, ... */
-export function range(prefix: string, from: number, to: number): string[] {
-  return Array.from(
-    { length: to - from + 1 },
-    (_, i) => `${prefix}${from + i}`,
-  );
 }

@@ -11,8 +11,6 @@ import {
   members,
   openChat,
   openPage,
-  post,
-  range,
   say,
   shows,
   texts,
@@ -23,6 +21,8 @@ import {
   closeAll,
   connect,
   connectMany,
+  numbered,
+  post,
   serveLocal,
   type TestSocket,
   until,
@@ -156,7 +156,7 @@ Deno.test({
   async fn() {
     await withBrowser({}, async (browser, srv) => {
       const writer = await connect(`${srv.ws}/ws?name=wren`, JSON_SUBPROTOCOL);
-      await post(writer, range("line ", 1, 60));
+      await post(writer, numbered("line ", 1, 60));
       const reader = await openChat(browser, srv.http, "reader");
       const follower = await openChat(browser, srv.http, "follower");
       await shows(reader, "line 60");
@@ -416,13 +416,13 @@ Deno.test({
         `${srv.ws}/ws?room=r&name=w`,
         JSON_SUBPROTOCOL,
       );
-      await post(writer, range("m", 1, 3));
+      await post(writer, numbered("m", 1, 3));
       await shows(page, "m3");
       srv.admitBrowsers(false);
       await page.evaluate("chat.socket.close()");
       await page.locator("#state[data-state=reconnecting]").waitFor();
       // Nine while away; the room keeps the last five (m8..m12).
-      await post(writer, range("m", 4, 12));
+      await post(writer, numbered("m", 4, 12));
       srv.admitBrowsers(true);
       await live(page);
       const gap = page.locator("#log .notice.alert");
@@ -434,8 +434,8 @@ Deno.test({
           "are shown.",
       );
       assert.deepEqual(await texts(page), [
-        ...range("m", 1, 3),
-        ...range("m", 8, 12),
+        ...numbered("m", 1, 3),
+        ...numbered("m", 8, 12),
       ]);
       await page.screenshot({ path: `${ARTIFACTS}chat-gap.png` });
       await writer.close();
@@ -454,7 +454,7 @@ Deno.test({
         `${srv.ws}/ws?room=r&name=w`,
         JSON_SUBPROTOCOL,
       );
-      await post(before, range("a", 1, 3));
+      await post(before, numbered("a", 1, 3));
       await shows(page, "a3");
       srv.admitBrowsers(false);
       await srv.restart();
@@ -466,7 +466,7 @@ Deno.test({
         `${srv.ws}/ws?room=r&name=w`,
         JSON_SUBPROTOCOL,
       );
-      await post(after, range("b", 1, 8));
+      await post(after, numbered("b", 1, 8));
       srv.admitBrowsers(true);
       await live(page);
       const lost = page.locator("#log .notice.alert", {
@@ -483,8 +483,8 @@ Deno.test({
         hasText: "history started again",
       }).waitFor();
       assert.deepEqual(await texts(page), [
-        ...range("a", 1, 3),
-        ...range("b", 4, 8),
+        ...numbered("a", 1, 3),
+        ...numbered("b", 4, 8),
       ]);
       // The page had the room from its start; that has not changed.
       assert.equal(
@@ -535,7 +535,7 @@ Deno.test({
       const alice = await openChat(browser, srv.http, "alice");
       const bob = await openChat(browser, srv.http, "bob");
       const writer = await connect(`${srv.ws}/ws?name=wren`, JSON_SUBPROTOCOL);
-      await post(writer, range("a line to read ", 1, 40));
+      await post(writer, numbered("a line to read ", 1, 40));
       await shows(alice, "a line to read 40");
       await say(alice, "my own line");
       await shows(bob, "my own line");

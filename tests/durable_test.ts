@@ -5,7 +5,9 @@ import { FRAME_CHARS, PLAIN_NOT_STORED } from "../hub.ts";
 import {
   connect,
   joinJson,
+  numbered,
   ofType,
+  post,
   range,
   spawnServer,
   type TestServer,
@@ -37,17 +39,6 @@ async function withTempDir(fn: (dir: string) => Promise<void>): Promise<void> {
   }
 }
 
-/** Sends `n` messages from `s` and waits until it has its own last one back. */
-async function sendMany(s: TestSocket, n: number, prefix: string) {
-  for (let i = 1; i <= n; i++) {
-    s.send(JSON.stringify({ type: "message", text: `${prefix} ${i}` }));
-  }
-  await s.waitFor(
-    () => s.lines.some((l) => l.includes(`"${prefix} ${n}"`)),
-    `${prefix} ${n} back`,
-  );
-}
-
 /** Asks for a scrollback page and waits for the reply. */
 async function page(s: TestSocket, req: Msg): Promise<Msg> {
   const before = ofType(s, "history").length;
@@ -71,7 +62,7 @@ Deno.test("data: kill -9 and restart keep every message, seq and epoch", () =>
     try {
       const a = await joinJson(first, "?room=r");
       epoch = a.messages[0].epoch;
-      await sendMany(a, 20, "m");
+      await post(a, numbered("m ", 1, 20));
       before = ofType(a, "message") as unknown as Rec[];
       assert.deepEqual(seqs(before), range(1, 20));
       assert.equal((await first.stop("SIGKILL")).signal, "SIGKILL");
@@ -121,7 +112,7 @@ Deno.test("data: retention keeps --history-max on disk; scrollback pages to the 
   withTempDir((dir) =>
     withServer(async (srv) => {
       const a = await joinJson(srv, "?room=r");
-      await sendMany(a, 100, "m");
+      await post(a, numbered("m ", 1, 100));
       await until(
         async () =>
           (await metric(srv, "hubbub_history_stored_messages")) === 30,
@@ -158,7 +149,7 @@ Deno.test("data: retention keeps --history-max on disk; scrollback pages to the 
 Deno.test("scrollback without --data pages through memory; bad requests get errors", () =>
   withServer(async (srv) => {
     const a = await joinJson(srv, "?room=r");
-    await sendMany(a, 25, "m");
+    await post(a, numbered("m ", 1, 25));
     let reply = await page(a, { before: 26, limit: 10 });
     assert.deepEqual(seqs(reply.messages), range(16, 25));
     assert.equal(reply.more, true);
@@ -184,7 +175,7 @@ Deno.test("data: a since 5,000 back arrives whole, in frames of at most 32K plus
   withTempDir((dir) =>
     withServer(async (srv) => {
       const a = await joinJson(srv, "?room=r");
-      await sendMany(a, 6000, "x".repeat(60));
+      await post(a, numbered(`${"x".repeat(60)} `, 1, 6000));
       const epoch = a.messages[0].epoch;
       const b = await joinJson(srv, `?room=r&since=1000&epoch=${epoch}`);
       await b.waitFor(
@@ -259,7 +250,7 @@ Deno.test("data: a file that cannot be used is one line and exit 1", () =>
       DATA_FLAGS,
     );
     const s = await joinJson(srv);
-    await sendMany(s, 1, "m");
+    await post(s, ["m 1"]);
     await s.close();
     assert.equal((await srv.stop()).code, 0);
     const bytes = await Deno.readFile(corrupt);

@@ -247,6 +247,27 @@ export function range(from: number, to: number): number[] {
 }
 
 /**
+ * Sends `lines` as chat messages from `s` and waits, up to `ms`, until all
+ * are back.
+ */
+export async function post(
+  s: TestSocket,
+  lines: string[],
+  ms: number = WAIT_MS,
+): Promise<void> {
+  for (const text of lines) {
+    s.send(JSON.stringify({ type: "message", text }));
+  }
+  const last = JSON.stringify(lines.at(-1));
+  await s.waitFor(() => s.lines.some((l) => l.includes(last)), last, ms);
+}
+
+/** `prefix` + each whole number from `from` to `to`: `m1`, `m2`, ... */
+export function numbered(prefix: string, from: number, to: number): string[] {
+  return range(from, to).map((i) => `${prefix}${i}`);
+}
+
+/**
  * A stored chat message with seq `seq` and text `text`, its time derived
  * from the seq so that a store that mixed up rows would show it.
  */
@@ -640,36 +661,44 @@ export async function selfSigned(): Promise<
   { dir: string; cert: string; key: string }
 > {
   const dir = await Deno.makeTempDir({ prefix: "hubbub-tls-" });
-  const cert = `${dir}/cert.pem`;
-  const key = `${dir}/key.pem`;
-  const out = await new Deno.Command("openssl", {
-    args: [
-      "req",
-      "-x509",
-      "-newkey",
-      "ec",
-      "-pkeyopt",
-      "ec_paramgen_curve:prime256v1",
-      "-nodes",
-      "-keyout",
-      key,
-      "-out",
-      cert,
-      "-days",
-      "1",
-      "-subj",
-      "/CN=localhost",
-      // A leaf, not a CA, so that a client can trust it as it is.
-      "-addext",
-      "subjectAltName=IP:127.0.0.1,DNS:localhost",
-      "-addext",
-      "basicConstraints=critical,CA:FALSE",
-    ],
-    stdout: "null",
-    stderr: "piped",
-  }).output();
-  if (!out.success) {
-    throw new Error("openssl failed: " + new TextDecoder().decode(out.stderr));
+  // Removed here on failure: the caller only cleans up what it was given.
+  try {
+    const cert = `${dir}/cert.pem`;
+    const key = `${dir}/key.pem`;
+    const out = await new Deno.Command("openssl", {
+      args: [
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        key,
+        "-out",
+        cert,
+        "-days",
+        "1",
+        "-subj",
+        "/CN=localhost",
+        // A leaf, not a CA, so that a client can trust it as it is.
+        "-addext",
+        "subjectAltName=IP:127.0.0.1,DNS:localhost",
+        "-addext",
+        "basicConstraints=critical,CA:FALSE",
+      ],
+      stdout: "null",
+      stderr: "piped",
+    }).output();
+    if (!out.success) {
+      throw new Error(
+        "openssl failed: " + new TextDecoder().decode(out.stderr),
+      );
+    }
+    return { dir, cert, key };
+  } catch (err) {
+    await Deno.remove(dir, { recursive: true });
+    throw err;
   }
-  return { dir, cert, key };
 }

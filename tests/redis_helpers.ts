@@ -1,7 +1,7 @@
 /**
  * A throwaway `redis-server` for the scale-out tests: loopback, a free port,
  * no persistence (so a restart loses everything, as the outage test wants),
- * stopped by its PID.
+ * spawned and stopped (`child.kill`) by `bench/redis_server.ts`.
  *
  * @module
  */

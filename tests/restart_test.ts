@@ -1,5 +1,12 @@
 import assert from "node:assert/strict";
-import { freePort, joinJson, spawnServer, within } from "./helpers.ts";
+import {
+  freePort,
+  joinJson,
+  numbered,
+  post,
+  spawnServer,
+  within,
+} from "./helpers.ts";
 
 Deno.test("kill -9 and restart without --data: a reconnect is told its since is void", async () => {
   const port = freePort();
@@ -8,10 +15,7 @@ Deno.test("kill -9 and restart without --data: a reconnect is told its since is 
   try {
     const a = await joinJson(first, "?room=r");
     epoch = a.messages[0].epoch;
-    for (let i = 1; i <= 3; i++) {
-      a.send(JSON.stringify({ type: "message", text: `old ${i}` }));
-    }
-    await a.waitFor(() => a.lines.some((l) => l.includes("old 3")), "old 3");
+    await post(a, numbered("old ", 1, 3));
     const status = await first.stop("SIGKILL");
     assert.equal(status.signal, "SIGKILL");
     // No close frame from a killed server: an unclean close (browsers say
@@ -26,11 +30,7 @@ Deno.test("kill -9 and restart without --data: a reconnect is told its since is 
   const second = await spawnServer(["--port", String(port)]);
   try {
     const writer = await joinJson(second, "?room=r");
-    writer.send(JSON.stringify({ type: "message", text: "new 1" }));
-    await writer.waitFor(
-      () => writer.lines.some((l) => l.includes("new 1")),
-      "new 1",
-    );
+    await post(writer, ["new 1"]);
     // The old client comes back with its last seq (3) and the old epoch.
     const back = await joinJson(second, `?room=r&since=3&epoch=${epoch}`);
     const w = back.messages[0];

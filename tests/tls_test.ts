@@ -64,63 +64,69 @@ for (const ws of [a, b]) {
 
 Deno.test("tls: https page, wss chat between two clients, plaintext on the TLS port", async () => {
   const { dir, cert, key } = await selfSigned();
-  const server = await spawnServer(
-    ["--cert", cert, "--key", key, "--port", "0"],
-    ["--allow-net", ENV_FLAG, `--allow-read=${dir}`],
-  );
-  const client = Deno.createHttpClient({
-    caCerts: [await Deno.readTextFile(cert)],
-  });
   try {
-    const https = `https://127.0.0.1:${server.port}`;
-    const page = await fetch(`${https}/`, { client });
-    assert.equal(page.status, 200);
-    assert.equal(page.headers.get("content-type"), "text/html; charset=utf-8");
-    assert.match(await page.text(), /<html/i);
-
-    // A plaintext request to the TLS port gets no HTTP answer, and the
-    // server goes on serving.
-    const conn = await Deno.connect({
-      hostname: "127.0.0.1",
-      port: server.port,
-    });
-    await conn.write(
-      new TextEncoder().encode("GET / HTTP/1.1\r\nHost: x\r\n\r\n"),
+    const server = await spawnServer(
+      ["--cert", cert, "--key", key, "--port", "0"],
+      ["--allow-net", ENV_FLAG, `--allow-read=${dir}`],
     );
-    const reply = new Uint8Array(4096);
-    let text = "";
-    for (;;) {
-      const n = await within(conn.read(reply), "plaintext answer");
-      if (n === null) break;
-      text += new TextDecoder().decode(reply.subarray(0, n));
+    const client = Deno.createHttpClient({
+      caCerts: [await Deno.readTextFile(cert)],
+    });
+    try {
+      const https = `https://127.0.0.1:${server.port}`;
+      const page = await fetch(`${https}/`, { client });
+      assert.equal(page.status, 200);
+      assert.equal(
+        page.headers.get("content-type"),
+        "text/html; charset=utf-8",
+      );
+      assert.match(await page.text(), /<html/i);
+
+      // A plaintext request to the TLS port gets no HTTP answer, and the
+      // server goes on serving.
+      const conn = await Deno.connect({
+        hostname: "127.0.0.1",
+        port: server.port,
+      });
+      await conn.write(
+        new TextEncoder().encode("GET / HTTP/1.1\r\nHost: x\r\n\r\n"),
+      );
+      const reply = new Uint8Array(4096);
+      let text = "";
+      for (;;) {
+        const n = await within(conn.read(reply), "plaintext answer");
+        if (n === null) break;
+        text += new TextDecoder().decode(reply.subarray(0, n));
+      }
+      conn.close();
+      assert(!text.startsWith("HTTP/"), "no HTTP answer over plaintext");
+      const health = await fetch(`${https}/healthz`, { client });
+      assert.equal((await health.json()).status, "ok");
+
+      const chat = await new Deno.Command(Deno.execPath(), {
+        args: [
+          "eval",
+          "--cert",
+          cert,
+          WSS_CHAT,
+          `wss://127.0.0.1:${server.port}`,
+        ],
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+      const stderr = new TextDecoder().decode(chat.stderr);
+      assert.equal(chat.code, 0, stderr);
+      assert.equal(new TextDecoder().decode(chat.stdout).trim(), "over wss");
+
+      // Without trusting the certificate a client refuses the server.
+      await assert.rejects(fetch(`${https}/`));
+      assert.doesNotMatch(server.stderr(), /ERROR/);
+    } finally {
+      client.close();
+      const status = await server.stop();
+      assert.equal(status.code, 0);
     }
-    conn.close();
-    assert(!text.startsWith("HTTP/"), "no HTTP answer over plaintext");
-    const health = await fetch(`${https}/healthz`, { client });
-    assert.equal((await health.json()).status, "ok");
-
-    const chat = await new Deno.Command(Deno.execPath(), {
-      args: [
-        "eval",
-        "--cert",
-        cert,
-        WSS_CHAT,
-        `wss://127.0.0.1:${server.port}`,
-      ],
-      stdout: "piped",
-      stderr: "piped",
-    }).output();
-    const stderr = new TextDecoder().decode(chat.stderr);
-    assert.equal(chat.code, 0, stderr);
-    assert.equal(new TextDecoder().decode(chat.stdout).trim(), "over wss");
-
-    // Without trusting the certificate a client refuses the server.
-    await assert.rejects(fetch(`${https}/`));
-    assert.doesNotMatch(server.stderr(), /ERROR/);
   } finally {
-    client.close();
-    const status = await server.stop();
-    assert.equal(status.code, 0);
     await Deno.remove(dir, { recursive: true });
   }
 });

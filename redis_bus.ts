@@ -118,8 +118,8 @@ end
 return {epoch, seq, entries}
 `;
 
-const PUBLISH = script(PUBLISH_LUA);
-const READ = script(READ_LUA);
+const PUBLISH = await script(PUBLISH_LUA);
+const READ = await script(READ_LUA);
 
 /** What {@link READ_LUA} returns, parsed. */
 interface RoomRead {

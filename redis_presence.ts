@@ -40,24 +40,22 @@ export interface PresenceCommands {
 export interface Script {
   /** The Lua source. */
   readonly source: string;
-  /** Its SHA1, in hex; computed on the first call. */
-  sha(): Promise<string>;
+  /** Its SHA1, in hex. */
+  readonly sha: string;
 }
 
 /**
  * `source` with its SHA1. Web Crypto rather than node:crypto's createHash:
  * this module is loaded by every server, and node:crypto alone added 9 MB
- * to an idle one's RSS. Its digest is asynchronous, so a script's SHA1 is
- * computed when first run, not at module load.
+ * to an idle one's RSS. Its digest is asynchronous, so callers await it
+ * once at module load (a top-level await), leaving no await per call.
  */
-export function script(source: string): Script {
-  let sha: Promise<string> | null = null;
-  return {
-    source,
-    sha: () =>
-      sha ??= crypto.subtle.digest("SHA-1", new TextEncoder().encode(source))
-        .then((digest) => new Uint8Array(digest).toHex()),
-  };
+export async function script(source: string): Promise<Script> {
+  const digest = await crypto.subtle.digest(
+    "SHA-1",
+    new TextEncoder().encode(source),
+  );
+  return { source, sha: new Uint8Array(digest).toHex() };
 }
 
 /**
@@ -70,7 +68,7 @@ export async function evalScript(
   options: ScriptOptions,
 ): Promise<unknown> {
   try {
-    return await cmd.evalSha(await s.sha(), options);
+    return await cmd.evalSha(s.sha, options);
   } catch (err) {
     if (!String(err).includes("NOSCRIPT")) throw err;
     return await cmd.eval(s.source, options);
@@ -85,7 +83,7 @@ export const PRESENCE_PREFIX = "P ";
  * (join, leave, nick), field, name, expiry time (ms), channel, ttl (s). A leave is announced only when the entry was still there, so a
  * sweep and a leave never both announce it.
  */
-const CHANGE = script(`
+const CHANGE = await script(`
 local op, field, name = ARGV[1], ARGV[2], ARGV[3]
 if op == 'leave' then
   if redis.call('hdel', KEYS[1], field) == 0 then return 0 end
@@ -108,7 +106,7 @@ return 1
  * their field/name pairs. Returns per room the members hash after the
  * sweep, flat.
  */
-const TICK = script(`
+const TICK = await script(`
 local now, expires, ttl = ARGV[1], ARGV[2], ARGV[3]
 local a = 4
 local out = {}

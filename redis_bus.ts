@@ -24,14 +24,13 @@ import type { Hub, Member, MemberEvent, Relay } from "./hub.ts";
 import type { LogFields, Logger } from "./log.ts";
 import type { ChatRecord } from "./protocol.ts";
 import { RelayWindow } from "./relay_window.ts";
+import { PRESENCE_PREFIX, RedisPresence } from "./redis_presence.ts";
 import {
   evalScript,
-  PRESENCE_PREFIX,
-  type PresenceCommands,
-  RedisPresence,
+  type RedisCommands,
   type Script,
   script,
-} from "./redis_presence.ts";
+} from "./redis_script.ts";
 
 /**
  * Seconds a room's state (seq, epoch, stream) outlives its last message or
@@ -233,7 +232,7 @@ export class RedisBus implements Relay {
    * The command connection's calls, refused while it does not exist yet as
    * they are while the link is down.
    */
-  readonly #commands: PresenceCommands = {
+  readonly #commands: RedisCommands = {
     eval: (source, options) => this.#cmd?.eval(source, options) ?? notLoaded(),
     evalSha: (sha, options) => this.#cmd?.evalSha(sha, options) ?? notLoaded(),
     hGetAll: (key) => this.#cmd?.hGetAll(key) ?? notLoaded(),

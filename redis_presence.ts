@@ -17,63 +17,7 @@
 
 import type { Member, MemberEvent } from "./hub.ts";
 import type { LogFields } from "./log.ts";
-
-/** KEYS and ARGV of a script call. */
-export interface ScriptOptions {
-  /** KEYS. */
-  keys: string[];
-  /** ARGV. */
-  arguments: string[];
-}
-
-/** The commands presence needs of a Redis connection (node-redis has them). */
-export interface PresenceCommands {
-  /** EVAL. */
-  eval(script: string, options: ScriptOptions): Promise<unknown>;
-  /** EVALSHA. */
-  evalSha(sha: string, options: ScriptOptions): Promise<unknown>;
-  /** HGETALL, as an object. */
-  hGetAll(key: string): Promise<Record<string, string>>;
-}
-
-/** A Lua script and its SHA1, for EVALSHA with a fallback to EVAL. */
-export interface Script {
-  /** The Lua source. */
-  readonly source: string;
-  /** Its SHA1, in hex. */
-  readonly sha: string;
-}
-
-/**
- * `source` with its SHA1. Web Crypto rather than node:crypto's createHash:
- * this module is loaded by every server, and node:crypto alone added 9 MB
- * to an idle one's RSS. Its digest is asynchronous, so callers await it
- * once at module load (a top-level await), leaving no await per call.
- */
-export async function script(source: string): Promise<Script> {
-  const digest = await crypto.subtle.digest(
-    "SHA-1",
-    new TextEncoder().encode(source),
-  );
-  return { source, sha: new Uint8Array(digest).toHex() };
-}
-
-/**
- * Runs `s` by its SHA1, sending the source only when Redis lost its script
- * cache (NOSCRIPT).
- */
-export async function evalScript(
-  cmd: PresenceCommands,
-  s: Script,
-  options: ScriptOptions,
-): Promise<unknown> {
-  try {
-    return await cmd.evalSha(s.sha, options);
-  } catch (err) {
-    if (!String(err).includes("NOSCRIPT")) throw err;
-    return await cmd.eval(s.source, options);
-  }
-}
+import { evalScript, type RedisCommands, script } from "./redis_script.ts";
 
 /** Marks presence events on a room's channel (chat messages start with a seq). */
 export const PRESENCE_PREFIX = "P ";
@@ -151,7 +95,7 @@ export interface RedisPresenceOptions {
 
 /** This instance's share of the cluster-wide member lists. */
 export class RedisPresence {
-  readonly #cmd: PresenceCommands;
+  readonly #cmd: RedisCommands;
   readonly #opts: RedisPresenceOptions;
   /** Prefix of this instance's fields; random, so a restart is another. */
   readonly #self = crypto.randomUUID().slice(0, 8) + ":";
@@ -167,7 +111,7 @@ export class RedisPresence {
   readonly #names = new Map<string, string[]>();
 
   /** Presence through `cmd`, the bus's command connection. */
-  constructor(cmd: PresenceCommands, opts: RedisPresenceOptions) {
+  constructor(cmd: RedisCommands, opts: RedisPresenceOptions) {
     this.#cmd = cmd;
     this.#opts = opts;
   }

@@ -22,6 +22,7 @@
 
 import type { DatabaseSync, StatementSync } from "node:sqlite";
 import {
+  firstSeq,
   type HistoryPage,
   type HistorySlice,
   type HistoryStore,
@@ -270,7 +271,7 @@ export class DurableHistory implements HistoryStore {
     if (!older) return slice;
     // `since` is older than the window: the rest comes from disk.
     const window = slice.records;
-    const windowStart = window.length > 0 ? window[0].seq : last + 1;
+    const windowStart = firstSeq(window, last);
     let disk: ChatRecord[];
     let oldest: number;
     try {
@@ -295,7 +296,7 @@ export class DurableHistory implements HistoryStore {
     const epoch = this.#window.epoch(room);
     const last = this.#window.lastSeq(room);
     const window = this.#window.window(room);
-    const windowStart = window.length > 0 ? window[0].seq : last + 1;
+    const windowStart = firstSeq(window, last);
     try {
       const row = this.#roomRow(room);
       const oldest = Math.min(this.#oldestKept(row, last), windowStart);

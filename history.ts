@@ -221,9 +221,7 @@ export class MemoryHistory implements HistoryStore {
   before(room: string, before: number, limit: number): HistoryPage {
     const entry = this.#use(room);
     this.#trim(room);
-    const oldest = entry.records.length > 0
-      ? entry.records[0].seq
-      : entry.last + 1;
+    const oldest = firstSeq(entry.records, entry.last);
     const { from, to, more } = pageRange(oldest, entry.last, before, limit);
     return {
       epoch: entry.epoch,
@@ -293,6 +291,15 @@ export function newEpoch(): string {
 }
 
 /**
+ * Where the `kept` records (oldest first, contiguous, newest seq `last`)
+ * begin: the oldest one's seq, or one past `last` when none are kept, so
+ * that "everything from here on is kept" holds either way.
+ */
+export function firstSeq(kept: readonly ChatRecord[], last: number): number {
+  return kept.length > 0 ? kept[0].seq : last + 1;
+}
+
+/**
  * The shared rule of every store: which of the `kept` records (oldest first,
  * contiguous, newest seq `last`) a reader after `since` gets, and whether it
  * missed some for good. A negative `since` means "position unknown".
@@ -305,8 +312,7 @@ export function sliceAfter(
   if (since === undefined) return { records: [...kept], gap: false };
   if (since < 0 || since > last) return { records: [...kept], gap: true };
   const records = kept.filter((r) => r.seq > since);
-  const oldest = kept.length > 0 ? kept[0].seq : last + 1;
-  return { records, gap: since < oldest - 1 };
+  return { records, gap: since < firstSeq(kept, last) - 1 };
 }
 
 /**

@@ -24,14 +24,13 @@ import type { Hub, Member, MemberEvent, Relay } from "./hub.ts";
 import type { LogFields, Logger } from "./log.ts";
 import type { ChatRecord } from "./protocol.ts";
 import { RelayWindow } from "./relay_window.ts";
+import { PRESENCE_PREFIX, RedisPresence } from "./redis_presence.ts";
 import {
   evalScript,
-  PRESENCE_PREFIX,
-  type PresenceCommands,
-  RedisPresence,
+  type RedisCommands,
   type Script,
   script,
-} from "./redis_presence.ts";
+} from "./redis_script.ts";
 
 /**
  * Seconds a room's state (seq, epoch, stream) outlives its last message or
@@ -118,8 +117,8 @@ end
 return {epoch, seq, entries}
 `;
 
-const PUBLISH = script(PUBLISH_LUA);
-const READ = script(READ_LUA);
+const PUBLISH = await script(PUBLISH_LUA);
+const READ = await script(READ_LUA);
 
 /** What {@link READ_LUA} returns, parsed. */
 interface RoomRead {
@@ -233,7 +232,7 @@ export class RedisBus implements Relay {
    * The command connection's calls, refused while it does not exist yet as
    * they are while the link is down.
    */
-  readonly #commands: PresenceCommands = {
+  readonly #commands: RedisCommands = {
     eval: (source, options) => this.#cmd?.eval(source, options) ?? notLoaded(),
     evalSha: (sha, options) => this.#cmd?.evalSha(sha, options) ?? notLoaded(),
     hGetAll: (key) => this.#cmd?.hGetAll(key) ?? notLoaded(),

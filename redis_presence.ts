@@ -17,65 +17,7 @@
 
 import type { Member, MemberEvent } from "./hub.ts";
 import type { LogFields } from "./log.ts";
-
-/** KEYS and ARGV of a script call. */
-export interface ScriptOptions {
-  /** KEYS. */
-  keys: string[];
-  /** ARGV. */
-  arguments: string[];
-}
-
-/** The commands presence needs of a Redis connection (node-redis has them). */
-export interface PresenceCommands {
-  /** EVAL. */
-  eval(script: string, options: ScriptOptions): Promise<unknown>;
-  /** EVALSHA. */
-  evalSha(sha: string, options: ScriptOptions): Promise<unknown>;
-  /** HGETALL, as an object. */
-  hGetAll(key: string): Promise<Record<string, string>>;
-}
-
-/** A Lua script and its SHA1, for EVALSHA with a fallback to EVAL. */
-export interface Script {
-  /** The Lua source. */
-  readonly source: string;
-  /** Its SHA1, in hex; computed on the first call. */
-  sha(): Promise<string>;
-}
-
-/**
- * `source` with its SHA1. Web Crypto rather than node:crypto's createHash:
- * this module is loaded by every server, and node:crypto alone added 9 MB
- * to an idle one's RSS. Its digest is asynchronous, so a script's SHA1 is
- * computed when first run, not at module load.
- */
-export function script(source: string): Script {
-  let sha: Promise<string> | null = null;
-  return {
-    source,
-    sha: () =>
-      sha ??= crypto.subtle.digest("SHA-1", new TextEncoder().encode(source))
-        .then((digest) => new Uint8Array(digest).toHex()),
-  };
-}
-
-/**
- * Runs `s` by its SHA1, sending the source only when Redis lost its script
- * cache (NOSCRIPT).
- */
-export async function evalScript(
-  cmd: PresenceCommands,
-  s: Script,
-  options: ScriptOptions,
-): Promise<unknown> {
-  try {
-    return await cmd.evalSha(await s.sha(), options);
-  } catch (err) {
-    if (!String(err).includes("NOSCRIPT")) throw err;
-    return await cmd.eval(s.source, options);
-  }
-}
+import { evalScript, type RedisCommands, script } from "./redis_script.ts";
 
 /** Marks presence events on a room's channel (chat messages start with a seq). */
 export const PRESENCE_PREFIX = "P ";
@@ -85,7 +27,7 @@ export const PRESENCE_PREFIX = "P ";
  * (join, leave, nick), field, name, expiry time (ms), channel, ttl (s). A leave is announced only when the entry was still there, so a
  * sweep and a leave never both announce it.
  */
-const CHANGE = script(`
+const CHANGE = await script(`
 local op, field, name = ARGV[1], ARGV[2], ARGV[3]
 if op == 'leave' then
   if redis.call('hdel', KEYS[1], field) == 0 then return 0 end
@@ -108,7 +50,7 @@ return 1
  * their field/name pairs. Returns per room the members hash after the
  * sweep, flat.
  */
-const TICK = script(`
+const TICK = await script(`
 local now, expires, ttl = ARGV[1], ARGV[2], ARGV[3]
 local a = 4
 local out = {}
@@ -153,7 +95,7 @@ export interface RedisPresenceOptions {
 
 /** This instance's share of the cluster-wide member lists. */
 export class RedisPresence {
-  readonly #cmd: PresenceCommands;
+  readonly #cmd: RedisCommands;
   readonly #opts: RedisPresenceOptions;
   /** Prefix of this instance's fields; random, so a restart is another. */
   readonly #self = crypto.randomUUID().slice(0, 8) + ":";
@@ -169,7 +111,7 @@ export class RedisPresence {
   readonly #names = new Map<string, string[]>();
 
   /** Presence through `cmd`, the bus's command connection. */
-  constructor(cmd: PresenceCommands, opts: RedisPresenceOptions) {
+  constructor(cmd: RedisCommands, opts: RedisPresenceOptions) {
     this.#cmd = cmd;
     this.#opts = opts;
   }

@@ -10,6 +10,7 @@
  */
 
 import {
+  firstSeq,
   type HistoryPage,
   type HistorySlice,
   type HistoryStore,
@@ -54,7 +55,9 @@ export class RelayWindow implements HistoryStore {
   prepend(room: string, older: ChatRecord[]): boolean {
     const w = this.#rooms.get(room);
     if (!w || older.length === 0) return false;
-    if (older[older.length - 1].seq !== firstSeq(w) - 1) return false;
+    if (older[older.length - 1].seq !== firstSeq(w.records, w.last) - 1) {
+      return false;
+    }
     w.records = [...older, ...w.records];
     this.#size += older.length;
     return true;
@@ -76,7 +79,7 @@ export class RelayWindow implements HistoryStore {
   /** Seq of the room's oldest record kept, or one past its last when none. */
   oldest(room: string): number {
     const w = this.#rooms.get(room);
-    return w ? firstSeq(w) : 0;
+    return w ? firstSeq(w.records, w.last) : 0;
   }
 
   append(room: string, rec: ChatRecord): void {
@@ -126,7 +129,7 @@ export class RelayWindow implements HistoryStore {
    */
   before(room: string, before: number, limit: number): HistoryPage {
     const w = this.#rooms.get(room) ?? { records: [], last: 0, epoch: "" };
-    const oldest = firstSeq(w);
+    const oldest = firstSeq(w.records, w.last);
     const { from, to } = pageRange(oldest, w.last, before, limit);
     return {
       epoch: w.epoch,
@@ -151,9 +154,4 @@ export class RelayWindow implements HistoryStore {
 
   /** Nothing to release: the relay owns the connections. */
   close(): void {}
-}
-
-/** Seq of the window's oldest record, or one past its last when it has none. */
-function firstSeq(w: Window): number {
-  return w.records.length > 0 ? w.records[0].seq : w.last + 1;
 }

@@ -15,7 +15,7 @@ import { parseArgs } from "node:util";
 import type { LoaderResult } from "./loader.ts";
 import { memory } from "./memory.ts";
 import { cpuSeconds } from "./cpu.ts";
-import { type RedisChild, spawnRedis } from "./redis_server.ts";
+import { spawnRedis } from "./redis_server.ts";
 import { type BenchServer, NO_LIMITS, startServer } from "./server.ts";
 
 const { values } = parseArgs({
@@ -109,14 +109,6 @@ function percentile(
     if (seen >= total * p) return ms;
   }
   return NaN;
-}
-
-/** A throwaway redis-server on a free loopback port. */
-async function startRedis(): Promise<RedisChild & { url: string }> {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = listener.addr.port;
-  listener.close();
-  return { ...await spawnRedis(port), url: `redis://127.0.0.1:${port}` };
 }
 
 /** Messages the instances accepted from clients, from their /metrics. */
@@ -241,7 +233,7 @@ async function commitStats(port: number): Promise<string> {
   } µs, ${(rows / count).toFixed(1)} messages per commit`;
 }
 
-const redis = withRedis ? await startRedis() : null;
+const redis = withRedis ? await spawnRedis() : null;
 const serverArgs = [
   ...(dataDir
     ? [`--data=${dataDir}/bench.db`, `--data-sync=${values["data-sync"]}`]
@@ -259,7 +251,7 @@ try {
   const ports = servers.map((s) => s.port);
   const pids = servers.map((s) => s.pid);
   const perConn = idleClients > 0 ? await idle(ports[0], pids[0]) : NaN;
-  const r = await fanout(ports, pids, redis?.child.pid);
+  const r = await fanout(ports, pids, redis?.pid);
   const mode = (values.json ? "json" : "plain") +
     (withRedis ? ` redis×${instances}` : "") +
     (dataDir ? `+data(${values["data-sync"]})` : "");

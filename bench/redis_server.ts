@@ -7,8 +7,12 @@
 
 /** A running `redis-server` child. */
 export interface RedisChild {
-  /** The process, e.g. for its PID. */
-  child: Deno.ChildProcess;
+  /** The port it listens on at 127.0.0.1. */
+  readonly port: number;
+  /** `redis://127.0.0.1:PORT`, for `--redis`. */
+  readonly url: string;
+  /** Its process id, for CPU samples. */
+  readonly pid: number;
   /** Stops it (SIGTERM, or `signal`) and waits for its exit. */
   stop(signal?: Deno.Signal): Promise<void>;
 }
@@ -17,13 +21,14 @@ export interface RedisChild {
 export type Wait = <T>(promise: Promise<T>, what: string) => Promise<T>;
 
 /**
- * Starts `command` (`redis-server` on the PATH by default) on `port` with
- * `extra` arguments (e.g. `--requirepass`), drains its output so that it
- * never blocks on a full pipe, and resolves once it accepts connections.
- * Every wait goes through `wait` (unbounded by default).
+ * Starts `command` (`redis-server` on the PATH by default) on `port` (a
+ * free loopback port by default) with `extra` arguments (e.g.
+ * `--requirepass`), drains its output so that it never blocks on a full
+ * pipe, and resolves once it accepts connections. Every wait goes through
+ * `wait` (unbounded by default).
  */
 export async function spawnRedis(
-  port: number,
+  port: number = freePort(),
   { extra = [], command = "redis-server", wait = (p) => p }: {
     extra?: string[];
     command?: string;
@@ -75,5 +80,13 @@ export async function spawnRedis(
     await stop("SIGKILL");
     throw e;
   }
-  return { child, stop };
+  return { port, url: `redis://127.0.0.1:${port}`, pid: child.pid, stop };
+}
+
+/** A port nothing listens on at 127.0.0.1 now, for redis-server to take. */
+function freePort(): number {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const { port } = listener.addr;
+  listener.close();
+  return port;
 }

@@ -40,7 +40,10 @@ export interface BenchServer {
   readonly port: number;
   /** Its process id, for CPU and memory samples. */
   readonly pid: number;
-  /** Sends SIGTERM and waits for its exit. */
+  /**
+   * Sends SIGTERM (unless it already exited) and waits for its exit; every
+   * call after the first waits for the same.
+   */
   stop(): Promise<void>;
 }
 
@@ -77,13 +80,21 @@ export async function startServer(
     out += value;
     port = Number(out.match(LISTENING)?.[1] ?? 0);
   }
+  let stopped: Promise<void> | null = null;
   return {
     port,
     pid: child.pid,
-    async stop() {
-      child.kill("SIGTERM");
-      await reader.cancel();
-      await child.status;
-    },
+    stop: () =>
+      stopped ??= (async () => {
+        try {
+          child.kill("SIGTERM");
+        } catch (e) {
+          // Already exited: a throw here would skip stopping the bench's
+          // other processes.
+          if (!(e instanceof TypeError)) throw e;
+        }
+        await reader.cancel();
+        await child.status;
+      })(),
   };
 }

@@ -7,7 +7,7 @@
  */
 
 import { spawnRedis } from "../bench/redis_server.ts";
-import { freePort, within } from "./helpers.ts";
+import { within } from "./helpers.ts";
 
 /** Where Debian's package puts the server. */
 const REDIS_SERVER = "/usr/bin/redis-server";
@@ -38,21 +38,21 @@ export interface RedisServer {
  * arguments (e.g. `--requirepass`) and waits until it is ready.
  */
 export async function startRedis(
-  port = freePort(),
+  port?: number,
   extra: string[] = [],
 ): Promise<RedisServer> {
   let current = await start(port, extra);
   return {
-    port,
-    url: `redis://127.0.0.1:${port}`,
+    port: current.port,
+    url: current.url,
     stop: (signal) => current.stop(signal),
     async restart() {
       await current.stop();
-      current = await start(port, extra);
+      current = await start(current.port, extra);
     },
   };
 }
 
-function start(port: number, extra: string[]) {
+function start(port: number | undefined, extra: string[]) {
   return spawnRedis(port, { extra, command: REDIS_SERVER, wait: within });
 }
